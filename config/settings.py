@@ -1,0 +1,115 @@
+"""Settings: every ``CALLBOARD_*`` environment variable, validated once at start.
+
+A bad value stops the process with one line naming the variable (see :class:`SettingsError`);
+:func:`load_settings` is the only way the rest of Callboard reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "CALLBOARD_"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class SettingsError(ValueError):
+    """A ``CALLBOARD_*`` variable has a bad value; ``str()`` is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    """Every setting of Callboard. The README's configuration table lists the same fields."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    broker_url: str | None = Field(
+        default=None,
+        description="redis://, rediss:// (TLS), unix:// or amqp:// URL; unset runs an embedded Redis.",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL (PostgreSQL via psycopg2); unset uses SQLite in DATA_DIR."
+    )
+    data_dir: Path = Field(default=Path("var"), description="Where embedded Redis and SQLite keep data.")
+    actor_modules: CommaList = Field(
+        default_factory=list, description="Comma list of extra actor modules to load."
+    )
+    worker_processes: int = Field(default=0, ge=0, le=256, description="Worker processes; 0 = one per CPU.")
+    worker_threads: int = Field(default=8, ge=1, le=1024, description="Threads per worker process.")
+    worker_queues: CommaList = Field(
+        default_factory=list, description="Queues to consume (comma list); empty = every declared queue."
+    )
+    worker_max_messages: int = Field(
+        default=1000, ge=0, description="Recycle a worker process after this many messages; 0 = never."
+    )
+    worker_shutdown_timeout: float = Field(
+        default=600.0,
+        ge=0,
+        description="Seconds a stopping worker waits for running messages before handing them back.",
+    )
+    worker_idle_timeout: float = Field(
+        default=1.0, gt=0, le=60, description="Seconds an idle consumer waits between broker polls."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
+    log_format: Literal["json", "console"] = Field(default="json")
+
+    @field_validator("actor_modules", "worker_queues", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _normalise_case(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.upper() if value.lower() in {"debug", "info", "warning", "error"} else value.lower()
+        return value
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in {"redis", "rediss", "unix", "amqp", "amqps"}:
+            raise ValueError("must start with redis://, rediss://, unix:// or amqp://")
+        return value
+
+    @property
+    def processes(self) -> int:
+        """The effective number of worker processes (``worker_processes``, or one per CPU)."""
+        return self.worker_processes or os.cpu_count() or 1
+
+
+def _one_line(error: ValidationError) -> str:
+    first = error.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else "settings"
+    variable = ENV_PREFIX + field.upper()
+    value = first.get("input")
+    shown = f" (got {value!r})" if isinstance(value, str | int | float) else ""
+    more = f"; and {error.error_count() - 1} more" if error.error_count() > 1 else ""
+    return f"{variable}: {first['msg']}{shown}{more}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the ``CALLBOARD_*`` environment.
+
+    Raises :class:`SettingsError` with one line naming the first bad variable.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(_one_line(error)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once. Tests call ``get_settings.cache_clear()``."""
+    return load_settings()

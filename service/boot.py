@@ -1,0 +1,16 @@
+"""Module for the stock Dramatiq command: ``dramatiq service.boot``.
+
+Importing it builds the broker with Callboard's whole middleware stack (from the same settings
+as ``callboard worker``) and loads every actor module, so Dramatiq's own CLI runs the same actors
+under the same stack. Process recycling is a ``callboard worker`` feature; the rest applies.
+"""
+
+from __future__ import annotations
+
+from config.settings import get_settings
+from service import runtime
+from service.logs import configure_logging
+
+configure_logging(get_settings().log_level, get_settings().log_format)
+broker = runtime.get_broker()
+runtime.load_actors()

@@ -1,0 +1,53 @@
+"""The one function that builds a broker and its whole middleware stack."""
+
+from __future__ import annotations
+
+from dramatiq import Broker, Middleware
+from dramatiq.middleware import AgeLimit
+
+from config.settings import Settings
+from service.brokers.embedded import EmbeddedRedis
+from service.brokers.rabbitmq import CallboardRabbitmqBroker
+from service.brokers.redis import CallboardRedisBroker
+from service.middleware.context import MessageContext
+from service.middleware.handback import HandBack
+from service.middleware.recycle import Recycle
+from service.middleware.retries import Retries
+from service.middleware.time_limits import TimeLimits
+
+
+def build_middleware(settings: Settings) -> list[Middleware]:
+    """The middleware stack, in order.
+
+    Dramatiq runs ``before_*`` hooks in this order and ``after_*`` hooks in reverse, so:
+
+    1. ``MessageContext``: first in, last out, so every other hook logs with the message's context.
+    2. ``AgeLimit`` (Dramatiq's): skips messages past their ``max_age`` before any work.
+    3. ``Retries``: decides retry or death after the actor and the hooks below have run.
+    4. ``Recycle``: counts messages for process recycling.
+    5. ``HandBack``: tracks running messages so shutdown can return them to the broker.
+    6. ``TimeLimits``: last in, first out, so the limits cover the actor and nothing else.
+    """
+    return [
+        MessageContext(),
+        AgeLimit(),
+        Retries(),
+        Recycle(max_messages=settings.worker_max_messages),
+        HandBack(),
+        TimeLimits(),
+    ]
+
+
+def build_broker(settings: Settings, *, url: str | None = None) -> Broker:
+    """A broker for ``url`` (default: ``CALLBOARD_BROKER_URL``, else the embedded Redis's socket)
+    with the stack of :func:`build_middleware`.
+
+    ``amqp://`` and ``amqps://`` give RabbitMQ; ``redis://``, ``rediss://`` (TLS; certificate
+    options as URL query parameters, e.g. ``?ssl_cert_reqs=required&ssl_ca_certs=/ca.pem``) and
+    ``unix://`` give Redis. Building connects to nothing: the first send or fetch does.
+    """
+    url = url or settings.broker_url or EmbeddedRedis(settings.data_dir).url
+    middleware = build_middleware(settings)
+    if url.startswith(("amqp://", "amqps://")):
+        return CallboardRabbitmqBroker(url=url, middleware=middleware)
+    return CallboardRedisBroker(url=url, middleware=middleware)

@@ -1,0 +1,1 @@
+"""The ``callboard`` command: the composition root of Callboard's processes."""

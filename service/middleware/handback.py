@@ -1,0 +1,58 @@
+"""Hand messages back to the broker when a worker stops, so a shutdown never strands one.
+
+Dramatiq's worker requeues prefetched messages on shutdown but leaves a message still running
+past the shutdown timeout in the broker's in-flight set, where Redis recovers it only after a
+heartbeat timeout and a random maintenance pass. This middleware tracks running messages; at
+``after_worker_shutdown`` it marks them released (their late ack must not delete a requeued
+body) and asks the broker to requeue everything this process still holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from dramatiq import Broker, Middleware
+
+from service.brokers.disposition import Disposition, mark
+from service.logs import log_event
+
+logger = logging.getLogger(__name__)
+
+
+class HandBack(Middleware):
+    """Track running messages and return them to the broker at worker shutdown."""
+
+    def __init__(self) -> None:
+        self._running: dict[int, Any] = {}
+
+    def before_process_message(self, broker: Broker, message: Any) -> None:
+        self._running[threading.get_ident()] = message
+
+    def after_process_message(
+        self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        self._running.pop(threading.get_ident(), None)
+
+    after_skip_message = after_process_message
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        self.hand_back(broker)
+
+    def hand_back(self, broker: Broker) -> int:
+        """Release running messages and requeue all this process holds; returns how many."""
+        running = list(self._running.values())
+        for message in running:
+            mark(message, Disposition.RELEASED)
+        hand_back_unacked = getattr(broker, "hand_back_unacked", None)
+        if hand_back_unacked is None:
+            return 0
+        try:
+            count = int(hand_back_unacked())
+        except Exception as error:  # the broker is gone: recovery by heartbeat timeout takes over
+            log_event(logger, logging.ERROR, "worker.hand_back_failed", error=str(error))
+            return 0
+        if count or running:
+            log_event(logger, logging.WARNING, "worker.handed_back", count=count, running=len(running))
+        return count

@@ -1,0 +1,114 @@
+"""Retries with exponential backoff and full jitter, without ever losing the message.
+
+Guarantees:
+  * Retry ``n`` (from 0) waits ``uniform(min_backoff, min(max_backoff, min_backoff * 2**(n+1)))``:
+    full jitter above a floor, so retries of a failed batch spread out instead of stampeding.
+  * An exception in ``throws`` is not retried; ``retry_when(retries, exception)``, when set,
+    replaces the ``max_retries`` test. A message that will not run again is failed (nacked), so
+    it reaches the broker's dead-letter queue with the reason logged.
+  * If the retry cannot be enqueued (broker down), the original message is requeued instead of
+    acked (Dramatiq's own Retries swallows the error and acks, losing the message).
+
+Options (message → actor → policy → default), times in milliseconds:
+  max_retries(int): retries after the first attempt. Defaults to the ``default`` policy's 3.
+  min_backoff(int), max_backoff(int): the backoff bounds. Default 1 s and 5 min.
+  throws(type | tuple): exceptions that are never retried.
+  retry_when(callable): ``(retries_so_far, exception) -> bool``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+from dramatiq import Broker, Middleware
+from dramatiq.errors import Retry
+
+from config.policies import DEFAULT_POLICY
+from service.brokers.disposition import Disposition, mark
+from service.logs import log_event
+from service.middleware.options import option
+from service.middleware.time_limits import HardTimeLimitExceeded
+
+logger = logging.getLogger(__name__)
+
+#: Redis and RabbitMQ delayed messages must be due within 7 days.
+MAX_DELAY_MS = 7 * 86400 * 1000
+
+
+def backoff_delay(retries: int, min_backoff: float, max_backoff: float) -> float:
+    """The delay before retry number ``retries`` (0-based): full jitter above ``min_backoff``."""
+    ceiling = min(max_backoff, min_backoff * 2 ** min(retries + 1, 62))
+    return random.uniform(min_backoff, max(min_backoff, ceiling))
+
+
+def error_summary(exception: BaseException, limit: int = 500) -> str:
+    """``Type: message`` of ``exception``, cut to ``limit`` characters."""
+    return f"{type(exception).__name__}: {exception}"[:limit]
+
+
+class Retries(Middleware):
+    """Retry failed messages with backoff and full jitter; requeue when a retry cannot be sent."""
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"max_retries", "min_backoff", "max_backoff", "retry_when", "throws"}
+
+    def after_process_message(
+        self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        if exception is None or message.failed:
+            return
+        retries = message.options.get("retries", 0)
+        throws = option(broker, message, "throws")
+        if throws and isinstance(exception, throws):
+            self._give_up(message, "non_retryable", exception, retries)
+            return
+        retry_when = option(broker, message, "retry_when")
+        if retry_when is not None:
+            again = bool(retry_when(retries, exception))
+        else:
+            again = retries < option(broker, message, "max_retries", DEFAULT_POLICY.max_retries)
+        if not again:
+            reason = "time_limit" if isinstance(exception, HardTimeLimitExceeded) else "exhausted"
+            self._give_up(message, reason, exception, retries)
+            return
+
+        delay: float
+        if isinstance(exception, Retry) and exception.delay is not None:
+            delay = exception.delay
+        else:
+            delay = backoff_delay(
+                retries,
+                option(broker, message, "min_backoff", DEFAULT_POLICY.min_backoff * 1000),
+                option(broker, message, "max_backoff", DEFAULT_POLICY.max_backoff * 1000),
+            )
+        delay = int(min(delay, MAX_DELAY_MS))
+        retry = message.copy(
+            options={
+                "retries": retries + 1,
+                "last_error": error_summary(exception),
+                "requeue_timestamp": int(time.time() * 1000),
+            }
+        )
+        try:
+            broker.enqueue(retry, delay=delay)
+        except Exception as error:
+            # Acking now would lose the message: put the original back instead.
+            mark(message, Disposition.REQUEUE)
+            log_event(logger, logging.ERROR, "message.retry_failed", error=error_summary(error))
+            return
+        log_event(logger, logging.INFO, "message.retried", delay_ms=delay, error=error_summary(exception))
+
+    def _give_up(self, message: Any, reason: str, exception: BaseException, retries: int) -> None:
+        message.fail()
+        log_event(
+            logger,
+            logging.ERROR,
+            "message.dead",
+            reason=reason,
+            attempts=retries + 1,
+            error=error_summary(exception),
+        )

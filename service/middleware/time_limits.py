@@ -1,0 +1,135 @@
+"""Soft and hard time limits, armed in every process that runs a worker.
+
+Guarantees:
+  * Past ``soft_time_limit`` the actor's thread gets :class:`SoftTimeLimitExceeded`, an ordinary
+    ``Exception`` the actor may catch to clean up.
+  * Past ``time_limit`` (hard) it gets :class:`HardTimeLimitExceeded`, a ``BaseException`` that
+    ``except Exception`` does not swallow; it is raised again every second until the actor stops.
+    The message then retries per policy, and dies with reason ``time_limit`` on its last attempt.
+  * The monitor starts at worker boot (and, as a fallback, with the first message), not only in
+    the ``dramatiq`` CLI's process-boot hook, so workers started from code have limits too.
+
+Like any asynchronous exception in CPython, neither limit can interrupt C code or a blocking
+system call: the exception lands when the thread next runs Python bytecode.
+
+Options (message → actor → policy → default), in milliseconds:
+  soft_time_limit(int): defaults to the ``default`` policy's 9 minutes.
+  time_limit(int): defaults to 10 minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from dramatiq import Broker, Middleware
+from dramatiq.middleware.threading import raise_thread_exception
+from dramatiq.middleware.time_limit import TimeLimitExceeded
+
+from config.policies import DEFAULT_POLICY
+from service.logs import log_event
+from service.middleware.options import option
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between a hard-limit exception and the next one, for actors that swallow it.
+HARD_REPEAT = 1.0
+
+
+class SoftTimeLimitExceeded(Exception):
+    """The actor ran past its soft time limit; catch it to clean up before the hard limit."""
+
+
+class HardTimeLimitExceeded(TimeLimitExceeded):
+    """The actor ran past its hard time limit and is being stopped."""
+
+
+@dataclass(slots=True)
+class _Deadlines:
+    message_id: str
+    soft_at: float
+    hard_at: float
+    soft_sent: bool = False
+    hard_sent_at: float = 0.0
+
+
+class TimeLimits(Middleware):
+    """Raise a soft, then a hard, time-limit exception in threads that run too long.
+
+    Parameters:
+      interval(float): seconds between checks. Defaults to 0.1.
+    """
+
+    def __init__(self, *, interval: float = 0.1) -> None:
+        self.interval = interval
+        self._deadlines: dict[int, _Deadlines] = {}
+        self._lock = threading.Lock()
+        self._monitor: threading.Thread | None = None
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"time_limit", "soft_time_limit"}
+
+    def before_worker_boot(self, broker: Broker, worker: Any) -> None:
+        self._start()
+
+    def before_process_message(self, broker: Broker, message: Any) -> None:
+        if self._monitor is None:
+            self._start()
+        hard = option(broker, message, "time_limit", DEFAULT_POLICY.time_limit * 1000) / 1000
+        soft = option(broker, message, "soft_time_limit", DEFAULT_POLICY.soft_time_limit * 1000) / 1000
+        now = time.monotonic()
+        entry = _Deadlines(message.message_id, now + min(soft, hard), now + hard)
+        with self._lock:
+            self._deadlines[threading.get_ident()] = entry
+
+    def after_process_message(
+        self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        with self._lock:
+            self._deadlines.pop(threading.get_ident(), None)
+
+    after_skip_message = after_process_message
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._monitor is None:
+                self._monitor = threading.Thread(
+                    target=self._watch, name="callboard-time-limits", daemon=True
+                )
+                self._monitor.start()
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self.interval)
+            try:
+                self._check(time.monotonic())
+            except Exception:  # the monitor must outlive any one bad check
+                logger.exception("time-limit check failed")
+
+    def _check(self, now: float) -> None:
+        with self._lock:
+            for thread_id, entry in self._deadlines.items():
+                if now >= entry.hard_at and now - entry.hard_sent_at >= HARD_REPEAT:
+                    entry.hard_sent_at = now
+                    log_event(
+                        logger,
+                        logging.WARNING,
+                        "message.time_limit",
+                        kind="hard",
+                        message_id=entry.message_id,
+                    )
+                    raise_thread_exception(thread_id, HardTimeLimitExceeded)
+                elif now >= entry.soft_at and not entry.soft_sent:
+                    entry.soft_sent = True
+                    log_event(
+                        logger,
+                        logging.WARNING,
+                        "message.time_limit",
+                        kind="soft",
+                        message_id=entry.message_id,
+                    )
+                    raise_thread_exception(thread_id, SoftTimeLimitExceeded)

@@ -1,0 +1,150 @@
+"""Sending messages by actor name: ``send`` and the pipelined ``send_many``.
+
+Both validate before anything reaches the broker: the actor must exist, the arguments must fit
+its signature and encode as JSON. Both put a ``request_id`` in the message options (the caller's,
+or a new one) so logs can follow one request across actors.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import redis
+from dramatiq import Actor, Message
+from dramatiq.errors import ActorNotFound, BrokerConnectionError
+
+from config.queues import QUEUES
+from service.errors import BadArgumentsError, BrokerUnavailableError, UnknownActorError
+from service.runtime import get_broker, load_actors
+
+#: Messages per pipelined round trip in :func:`send_many`.
+BATCH_SIZE = 1000
+
+
+def find_actor(actor_name: str) -> Actor[Any, Any]:
+    """The registered actor called ``actor_name``; raises :class:`UnknownActorError`."""
+    broker = get_broker()
+    try:
+        return broker.get_actor(actor_name)
+    except ActorNotFound:
+        load_actors()
+        try:
+            return broker.get_actor(actor_name)
+        except ActorNotFound:
+            known = ", ".join(sorted(broker.get_declared_actors())) or "none"
+            raise UnknownActorError(f"unknown actor {actor_name!r} (known: {known})") from None
+
+
+@lru_cache(maxsize=1024)
+def _signature(fn: Any) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
+def check_arguments(actor: Actor[Any, Any], args: Sequence[Any], kwargs: dict[str, Any]) -> None:
+    """Raise :class:`BadArgumentsError` unless ``args``/``kwargs`` fit ``actor``'s signature."""
+    try:
+        _signature(actor.fn).bind(*args, **kwargs)
+    except TypeError as error:
+        raise BadArgumentsError(f"{actor.actor_name}: {error}") from None
+
+
+def build_message(
+    actor: Actor[Any, Any],
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    request_id: str | None = None,
+    options: dict[str, Any] | None = None,
+) -> Message[Any]:
+    """A validated message for ``actor``; raises :class:`BadArgumentsError` if it cannot be sent."""
+    kwargs = kwargs or {}
+    check_arguments(actor, args, kwargs)
+    message = actor.message_with_options(
+        args=tuple(args), kwargs=kwargs, request_id=request_id or uuid.uuid4().hex, **(options or {})
+    )
+    if queue and queue != message.queue_name:
+        message = message.copy(queue_name=queue)
+    try:
+        message.encode()
+    except (TypeError, ValueError) as error:
+        raise BadArgumentsError(f"{actor.actor_name}: arguments are not JSON: {error}") from None
+    return message
+
+
+def _declare(queue: str | None) -> None:
+    if queue and queue not in QUEUES:
+        # A queue outside the catalogue is allowed (plain Dramatiq users have their own), but it
+        # must be declared for workers started with --queues to consume it.
+        get_broker().declare_queue(queue)
+
+
+def send(
+    actor_name: str,
+    args: Sequence[Any] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    queue: str | None = None,
+    delay: float | None = None,
+    request_id: str | None = None,
+    **options: Any,
+) -> str:
+    """Enqueue one message for ``actor_name``; returns its message id once the broker has it.
+
+    ``delay`` is in seconds. Raises :class:`UnknownActorError`, :class:`BadArgumentsError`, or
+    :class:`BrokerUnavailableError` (the message was not stored).
+    """
+    return send_many(
+        actor_name, [args], [kwargs or {}], queue=queue, delay=delay, request_id=request_id, **options
+    )[0]
+
+
+def send_many(
+    actor_name: str,
+    args_list: Iterable[Sequence[Any]],
+    kwargs_list: Iterable[dict[str, Any]] | None = None,
+    *,
+    queue: str | None = None,
+    delay: float | None = None,
+    request_id: str | None = None,
+    batch_size: int = BATCH_SIZE,
+    **options: Any,
+) -> list[str]:
+    """Enqueue one message per item of ``args_list`` (with the matching ``kwargs_list`` item) in
+    pipelined batches of ``batch_size``; returns the message ids in order.
+
+    Every message is validated before the first batch is sent. On Redis each batch is one round
+    trip; on RabbitMQ messages are published one by one with confirms.
+    """
+    actor = find_actor(actor_name)
+    args_items = list(args_list)
+    kwargs_items = list(kwargs_list) if kwargs_list is not None else [{}] * len(args_items)
+    if len(kwargs_items) != len(args_items):
+        raise BadArgumentsError(f"{actor_name}: {len(args_items)} args but {len(kwargs_items)} kwargs")
+    request_id = request_id or uuid.uuid4().hex
+    messages = [
+        build_message(actor, args, kwargs, queue=queue, request_id=request_id, options=options)
+        for args, kwargs in zip(args_items, kwargs_items, strict=True)
+    ]
+    _declare(queue)
+    broker = get_broker()
+    delay_ms = None if delay is None else int(delay * 1000)
+    enqueue_many = getattr(broker, "enqueue_many", None)
+    ids: list[str] = []
+    try:
+        for start in range(0, len(messages), batch_size):
+            batch = messages[start : start + batch_size]
+            if enqueue_many is not None:
+                sent = enqueue_many(batch, delay=delay_ms)
+            else:
+                sent = [broker.enqueue(message, delay=delay_ms) for message in batch]
+            ids.extend(message.message_id for message in sent)
+    except (BrokerConnectionError, redis.RedisError, OSError) as error:
+        raise BrokerUnavailableError(
+            f"broker unavailable after {len(ids)} of {len(messages)} messages: {error}"
+        ) from None
+    return ids

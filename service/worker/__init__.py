@@ -1,0 +1,1 @@
+"""Worker processes: the per-process runner and the supervisor that keeps N of them alive."""
