@@ -35,7 +35,8 @@ class EmbeddedRedis:
     already answering on the socket (another ``callboard dev``), it is reused and left running.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, tcp_port: int | None = None) -> None:
+        self.tcp_port = tcp_port
         self.directory = Path(data_dir).absolute() / "redis"
         socket = self.directory / "redis.sock"
         if len(str(socket)) > _MAX_SOCKET_PATH:
@@ -46,7 +47,9 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
-        """The ``unix://`` URL clients connect to."""
+        """The URL clients connect to: ``redis://127.0.0.1:<tcp_port>`` or ``unix://<socket>``."""
+        if self.tcp_port:
+            return f"redis://127.0.0.1:{self.tcp_port}"
         return f"unix://{self.socket}"
 
     def is_running(self) -> bool:
@@ -65,29 +68,21 @@ class EmbeddedRedis:
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.socket.exists():
             self.socket.unlink()  # stale socket of a server that died
-        command = [
-            redis_server_binary(),
-            "--port",
-            "0",
-            "--unixsocket",
-            str(self.socket),
-            "--unixsocketperm",
-            "700",
-            "--dir",
-            str(self.directory),
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--save",
-            "60 1",
-            "--dbfilename",
-            "dump.rdb",
-            "--logfile",
-            str(self.directory / "redis.log"),
-            "--daemonize",
-            "no",
-        ]
+        options = {
+            "port": str(self.tcp_port or 0),
+            "bind": "127.0.0.1",
+            "unixsocket": str(self.socket),
+            "unixsocketperm": "700",
+            "dir": str(self.directory),
+            "appendonly": "yes",  # queued messages survive a crash, not only a clean stop
+            "appendfsync": "everysec",
+            "save": "60 1",
+            "logfile": str(self.directory / "redis.log"),
+            "daemonize": "no",
+        }
+        command = [redis_server_binary()]
+        for name, value in options.items():
+            command += [f"--{name}", value]
         try:
             self.process = subprocess.Popen(
                 command,
