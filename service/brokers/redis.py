@@ -22,6 +22,8 @@ from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import current_millis, dq_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from service.brokers.disposition import Disposition, disposition_of
 from service.brokers.wakeup import NOTIFY_BELOW, NOTIFY_SCRIPT, WakeUps
@@ -57,23 +59,22 @@ class CallboardRedisBroker(RedisBroker):
         prepared = [self._prepare(message, delay) for message in messages]
         for message in prepared:
             self.emit_before("enqueue", message, delay)
-        pipe = self.client.pipeline(transaction=False)
+        calls: list[tuple[Script, list[str], list[Any]]] = []
         notify: set[str] = set()
         for message in prepared:
             queue_name = message.queue_name
-            self._dispatch_into(
-                pipe, "enqueue", queue_name, message.options["redis_message_id"], message.encode()
+            calls.append(
+                self._dispatch_call(
+                    "enqueue", queue_name, message.options["redis_message_id"], message.encode()
+                )
             )
             if not queue_name.endswith(".DQ"):
                 notify.add(queue_name)
         for queue_name in notify:
-            self._notify(
-                keys=[f"{self.namespace}:{queue_name}"],
-                args=[self.wakeups._channel, queue_name, NOTIFY_BELOW],
-                client=pipe,
-            )
+            keys = [f"{self.namespace}:{queue_name}"]
+            calls.append((self._notify, keys, [self.wakeups.channel, queue_name, NOTIFY_BELOW]))
         try:
-            pipe.execute()
+            self._run_scripts(calls)
         except redis.ConnectionError as error:
             raise ConnectionClosed(error) from None
         for message in prepared:
@@ -104,23 +105,44 @@ class CallboardRedisBroker(RedisBroker):
             )
         return message
 
-    def _dispatch_into(self, client: Any, command: str, queue_name: str, *args: Any) -> None:
-        # Same argument layout as RedisBroker._dispatch, but into a pipeline.
-        self.scripts["dispatch"](
-            keys=[self.namespace],
-            args=[
-                command,
-                current_millis(),
-                queue_name,
-                self.broker_id,
-                self.heartbeat_timeout,
-                self.dead_message_ttl,
-                self._should_do_maintenance(command),
-                self._max_unpack_size(),
-                *args,
-            ],
-            client=client,
-        )
+    def _dispatch_call(
+        self, command: str, queue_name: str, *args: Any
+    ) -> tuple[Script, list[str], list[Any]]:
+        # Same argument layout as RedisBroker._dispatch.
+        arguments = [
+            command,
+            current_millis(),
+            queue_name,
+            self.broker_id,
+            self.heartbeat_timeout,
+            self.dead_message_ttl,
+            self._should_do_maintenance(command),
+            self._max_unpack_size(),
+            *args,
+        ]
+        return self.scripts["dispatch"], [self.namespace], arguments
+
+    def _run_scripts(self, calls: list[tuple[Script, list[str], list[Any]]]) -> None:
+        """Run script calls in one pipelined round trip.
+
+        redis-py's pipeline checks ``SCRIPT EXISTS`` before every execute (a second round trip);
+        instead we send ``EVALSHA`` straight away and load and rerun only the calls that found
+        their script missing (after a Redis restart), so nothing runs twice.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = pipe.execute(raise_on_error=False)
+        missing = [
+            call for call, result in zip(calls, results, strict=True) if isinstance(result, NoScriptError)
+        ]
+        for result in results:
+            if isinstance(result, Exception) and not isinstance(result, NoScriptError):
+                raise result
+        if missing:
+            for script in {call[0] for call in missing}:
+                script.sha = self.client.script_load(script.script)
+            self._run_scripts(missing)
 
 
 class _CallboardRedisConsumer(_RedisConsumer):

@@ -38,7 +38,7 @@ class WakeUps:
 
     def __init__(self, client: redis.Redis, channel: str) -> None:
         self._client = client
-        self._channel = channel
+        self.channel = channel
         self._events: defaultdict[str, threading.Event] = defaultdict(threading.Event)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -61,7 +61,7 @@ class WakeUps:
         while not self._stopping.is_set():
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub.subscribe(self._channel)
+                pubsub.subscribe(self.channel)
                 backoff = 0.1
                 self._wake_all()  # anything sent while we were not listening
                 while not self._stopping.is_set():

