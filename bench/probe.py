@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -48,3 +49,13 @@ def pickup(sent_at: float) -> None:
     """Record the delay from ``sent_at`` (the producer's ``time.time()``) to now."""
     started = time.time()
     client().rpush(LATENCY_KEY, repr(started - sent_at))
+
+
+def completions(connection: redis.Redis) -> int:
+    """How many completions have been counted (driver side)."""
+    return int(connection.get(DONE_KEY) or 0)
+
+
+def reached(connection: redis.Redis, count: int) -> Callable[[], bool]:
+    """A predicate for :func:`harness.wait_until`: at least ``count`` completions counted."""
+    return lambda: completions(connection) >= count

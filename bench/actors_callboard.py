@@ -1,0 +1,23 @@
+"""Callboard: the same two actors, declared with Callboard's ``@actor`` (policy ``default``).
+
+Loaded by ``callboard worker`` through ``CALLBOARD_ACTOR_MODULES=actors_callboard``; the broker is
+Callboard's own, built from ``CALLBOARD_BROKER_URL`` with the whole middleware stack.
+"""
+
+from __future__ import annotations
+
+import probe
+
+from service import actor
+
+
+@actor
+def bench_noop(mark: int = 0) -> None:
+    """A no-op message: one completion count."""
+    probe.noop(mark)
+
+
+@actor
+def bench_pickup(sent_at: float) -> None:
+    """Record the pickup latency of a message sent at ``sent_at``."""
+    probe.pickup(sent_at)
