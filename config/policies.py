@@ -34,6 +34,7 @@ class Policy:
     idempotency_scope: Literal["global", "user", "tenant"] | None = None
     idempotency_ttl: float = 86400.0
     circuit_breaker: str | None = None
+    keep_expired: bool = False
     extra: dict[str, object] = field(default_factory=dict)
 
     def override(self, **fields: object) -> Policy:

@@ -11,12 +11,29 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from config.durations import parse_duration
 
 ENV_PREFIX = "CALLBOARD_"
 
 CommaList = Annotated[list[str], NoDecode]
+
+DEFAULT_SENSITIVE_FIELDS = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "email",
+    "ssn",
+    "credit_card",
+    "card_number",
+)
 
 
 class SettingsError(ValueError):
@@ -55,10 +72,35 @@ class Settings(BaseSettings):
     worker_idle_timeout: float = Field(
         default=1.0, gt=0, le=60, description="Seconds an idle consumer waits between broker polls."
     )
+    dlq_retention: float = Field(
+        default=30 * 86400.0, gt=0, description="Dead letters older than this are pruned (e.g. 30d)."
+    )
+    dlq_drain_interval: float = Field(
+        default=5.0, gt=0, description="Seconds between moves of broker dead letters into the store."
+    )
+    dlq_alert_actor: str | None = Field(
+        default=None, description="Actor sent a message when messages are dead-lettered (rate-limited)."
+    )
+    dlq_alert_interval: float = Field(
+        default=300.0, gt=0, description="At most one dead-letter alert per actor per this many seconds."
+    )
+    sensitive_fields: CommaList = Field(
+        default_factory=lambda: list(DEFAULT_SENSITIVE_FIELDS),
+        description="Argument names (substring, any case) redacted in logs and the dead-letter store.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that seals dead letters' original arguments; unset: <data_dir>/secret.key.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
     log_format: Literal["json", "console"] = Field(default="json")
 
-    @field_validator("actor_modules", "worker_queues", mode="before")
+    @field_validator("dlq_retention", "dlq_drain_interval", "dlq_alert_interval", mode="before")
+    @classmethod
+    def _durations(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("actor_modules", "worker_queues", "sensitive_fields", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

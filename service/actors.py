@@ -36,6 +36,8 @@ def policy_options(policy: Policy) -> dict[str, Any]:
         options["throws"] = policy.throws
     if policy.retry_when is not None:
         options["retry_when"] = policy.retry_when
+    if policy.keep_expired:
+        options["keep_expired"] = True
     return options
 
 

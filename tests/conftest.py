@@ -39,6 +39,16 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under CALLBOARD_TEST_REQUIRE_ALL=1 (CI) a skipped test is a failed test."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if REQUIRE_ALL and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CALLBOARD_TEST_REQUIRE_ALL=1: {report.longrepr}"
+
+
 @pytest.fixture(autouse=True)
 def _fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Tests read settings from an environment of their own making."""
@@ -172,10 +182,22 @@ def database_url(tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def worker_env(redis_url: str, tmp_path: Path) -> dict[str, str]:
+def migrated_database_url(database_url: str) -> str:
+    """The test's database, migrated to the newest revision."""
+    from service.db.migrate import upgrade
+
+    upgrade(database_url)
+    return database_url
+
+
+@pytest.fixture
+def worker_env(redis_url: str, migrated_database_url: str, tmp_path: Path) -> dict[str, str]:
     """Environment for a worker child process running the test actors on the run's Redis."""
     return {
         "CALLBOARD_BROKER_URL": redis_url,
+        "CALLBOARD_DATABASE_URL": migrated_database_url,
+        "CALLBOARD_SECRET_KEY": "test-secret",
+        "CALLBOARD_DLQ_DRAIN_INTERVAL": "0.5",
         "CALLBOARD_DATA_DIR": str(tmp_path / "var"),
         "CALLBOARD_ACTOR_MODULES": "tests.support.actors",
         "CALLBOARD_WORKER_PROCESSES": "1",
@@ -211,3 +233,15 @@ def producer(
     yield broker
     broker.close()
     records._client = None
+
+
+@pytest.fixture
+def operator_env(
+    worker_env: dict[str, str], broker_url: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """This process configured like the workers (database, secret key, broker): an operator."""
+    env = {**worker_env, "CALLBOARD_BROKER_URL": broker_url}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    return env

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dramatiq import Broker, Middleware
-from dramatiq.middleware import AgeLimit
 
 from config.settings import Settings
 from service.brokers.embedded import EmbeddedRedis
 from service.brokers.rabbitmq import CallboardRabbitmqBroker
 from service.brokers.redis import CallboardRedisBroker
+from service.deadletters.mover import DeadLetterMover
 from service.middleware.context import MessageContext
+from service.middleware.expiry import Expiry
 from service.middleware.handback import HandBack
 from service.middleware.recycle import Recycle
 from service.middleware.retries import Retries
@@ -22,15 +23,17 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     Dramatiq runs ``before_*`` hooks in this order and ``after_*`` hooks in reverse, so:
 
     1. ``MessageContext``: first in, last out, so every other hook logs with the message's context.
-    2. ``AgeLimit`` (Dramatiq's): skips messages past their ``max_age`` before any work.
-    3. ``Retries``: decides retry or death after the actor and the hooks below have run.
-    4. ``Recycle``: counts messages for process recycling.
-    5. ``HandBack``: tracks running messages so shutdown can return them to the broker.
-    6. ``TimeLimits``: last in, first out, so the limits cover the actor and nothing else.
+    2. ``DeadLetterMover``: drains the broker's dead-letter queues into the store (a thread).
+    3. ``Expiry``: skips messages past their ``max_age`` before any work (not a failure).
+    4. ``Retries``: decides retry or death after the actor and the hooks below have run.
+    5. ``Recycle``: counts messages for process recycling.
+    6. ``HandBack``: tracks running messages so shutdown can return them to the broker.
+    7. ``TimeLimits``: last in, first out, so the limits cover the actor and nothing else.
     """
     return [
         MessageContext(),
-        AgeLimit(),
+        DeadLetterMover(interval=settings.dlq_drain_interval),
+        Expiry(),
         Retries(),
         Recycle(max_messages=settings.worker_max_messages),
         HandBack(),

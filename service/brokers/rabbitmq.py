@@ -7,16 +7,19 @@ handing back at shutdown needs no command here.
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 from typing import Any
 
 import pika
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
+from dramatiq.common import xq_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
 from service.brokers.disposition import Disposition, disposition_of
+from service.deadletters.capture import DeadEntry, dead_body
 
 
 class CallboardRabbitmqBroker(RabbitmqBroker):
@@ -30,6 +33,9 @@ class CallboardRabbitmqBroker(RabbitmqBroker):
     def __init__(self, *, url: str, middleware: list[Any] | None = None, **options: Any) -> None:
         options.setdefault("confirm_delivery", True)
         super().__init__(url=url, middleware=middleware, **options)
+        # Only the mover's thread reads dead letters, on a connection of its own.
+        self._dead_connection: Any = None
+        self._dead_channel: Any = None
 
     @property
     def consumer_class(self) -> type[Consumer]:
@@ -42,6 +48,55 @@ class CallboardRabbitmqBroker(RabbitmqBroker):
     def hand_back_unacked(self) -> int:
         """Nothing to do: RabbitMQ requeues unacked messages when the consumer's connection closes."""
         return 0
+
+    def publish_dead(self, queue_name: str, body: bytes) -> None:
+        """Publish ``body`` straight to ``queue_name``'s dead-letter queue (confirmed)."""
+        self.channel.basic_publish(
+            exchange="",
+            routing_key=xq_name(queue_name),
+            body=body,
+            properties=pika.BasicProperties(delivery_mode=2),
+        )
+
+    def fetch_dead(self, limit: int) -> list[DeadEntry]:
+        """Take up to ``limit`` messages off the declared queues' dead-letter queues, unacked.
+
+        They stay with this process until :meth:`forget_dead` acks them (stored) or
+        :meth:`release_dead` gives them back (the store failed); a crash gives them back too.
+        """
+        if self._dead_channel is None or self._dead_channel.is_closed:
+            self._dead_connection = pika.BlockingConnection(self.parameters)
+            self._dead_channel = self._dead_connection.channel()
+        channel = self._dead_channel
+        entries: list[DeadEntry] = []
+        for queue_name in sorted(self.get_declared_queues()):
+            while len(entries) < limit:
+                try:
+                    method, _, body = channel.basic_get(xq_name(queue_name), auto_ack=False)
+                except pika.exceptions.ChannelClosedByBroker:  # the queue was never declared
+                    channel = self._dead_channel = self._dead_connection.channel()
+                    break
+                if method is None:
+                    break
+                entries.append(DeadEntry(str(method.delivery_tag), queue_name, body, stable=False))
+        return entries
+
+    def forget_dead(self, entries: list[DeadEntry]) -> None:
+        """Ack stored ``entries``: RabbitMQ deletes them."""
+        for entry in entries:
+            self._dead_channel.basic_ack(int(entry.ref))
+
+    def release_dead(self, entries: list[DeadEntry]) -> None:
+        """Give ``entries`` back to their dead-letter queues (they could not be stored)."""
+        for entry in entries:
+            self._dead_channel.basic_nack(int(entry.ref), requeue=True)
+
+    def close(self) -> None:
+        """Close Dramatiq's connections and the dead-letter reader's."""
+        if self._dead_connection is not None and self._dead_connection.is_open:
+            with contextlib.suppress(Exception):
+                self._dead_connection.close()
+        super().close()
 
 
 class _CallboardRabbitmqConsumer(_RabbitmqConsumer):
@@ -63,5 +118,11 @@ class _CallboardRabbitmqConsumer(_RabbitmqConsumer):
     def nack(self, message: MessageProxy) -> None:
         if disposition_of(message) is Disposition.RELEASED:
             self.known_tags.discard(message._tag)
-        else:
-            super().nack(message)
+            return
+        # RabbitMQ's own dead-lettering would keep the original body; publish the body with its
+        # reason (confirmed) and ack the original instead. A crash in between runs it again.
+        try:
+            self.broker.publish_dead(self.queue_name, dead_body(message))
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as error:
+            raise ConnectionClosed(error) from None
+        super().ack(message)

@@ -12,6 +12,7 @@ Keys stay in Dramatiq's namespace (``dramatiq:<queue>``, ``.DQ``, ``.XQ``).
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 from uuid import uuid4
@@ -27,6 +28,48 @@ from redis.exceptions import NoScriptError
 
 from service.brokers.disposition import Disposition, disposition_of
 from service.brokers.wakeup import NOTIFY_BELOW, NOTIFY_SCRIPT, WakeUps
+from service.deadletters.capture import DeadEntry, dead_body
+from service.logs import log_event
+
+logger = logging.getLogger(__name__)
+
+#: How long Redis keeps a dead letter the mover has not stored (a year: the database was down).
+DEAD_MESSAGE_TTL_MS = 365 * 86400 * 1000
+
+#: Replace a stored body only if the message is still stored (never resurrect an acked one).
+REPLACE_BODY_SCRIPT = """
+if redis.call("hexists", KEYS[1], ARGV[1]) == 1 then
+    redis.call("hset", KEYS[1], ARGV[1], ARGV[2])
+end
+"""
+
+#: Fetch like Dramatiq's dispatch "fetch" (same keys, same heartbeat) but return ids with bodies.
+FETCH_SCRIPT = """
+local namespace = KEYS[1]
+local timestamp, queue_name, worker_id, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+redis.call("zadd", namespace .. ":__heartbeats__", timestamp, worker_id)
+local queue_full_name = namespace .. ":" .. queue_name
+local queue_acks = namespace .. ":__acks__." .. worker_id .. "." .. queue_name
+local ids = {}
+for i = 1, count do
+    local message_id = redis.call("lpop", queue_full_name)
+    if not message_id then
+        break
+    end
+    ids[i] = message_id
+    redis.call("sadd", queue_acks, message_id)
+end
+if #ids == 0 then
+    return {}
+end
+local bodies = redis.call("hmget", queue_full_name .. ".msgs", unpack(ids))
+local result = {}
+for i = 1, #ids do
+    result[2 * i - 1] = ids[i]
+    result[2 * i] = bodies[i]
+end
+return result
+"""
 
 
 class CallboardRedisBroker(RedisBroker):
@@ -39,9 +82,13 @@ class CallboardRedisBroker(RedisBroker):
     """
 
     def __init__(self, *, url: str, middleware: list[Any] | None = None, **options: Any) -> None:
+        # Dead letters leave Redis when the mover has stored them; the TTL is only a backstop.
+        options.setdefault("dead_message_ttl", DEAD_MESSAGE_TTL_MS)
         super().__init__(url=url, middleware=middleware, **options)
         self.wakeups = WakeUps(self.client, self.namespace + ":callboard.wakeup")
         self._notify = self.client.register_script(NOTIFY_SCRIPT)
+        self._fetch = self.client.register_script(FETCH_SCRIPT)
+        self._replace_body = self.client.register_script(REPLACE_BODY_SCRIPT)
 
     @property
     def consumer_class(self) -> type[Consumer]:
@@ -96,6 +143,35 @@ class CallboardRedisBroker(RedisBroker):
                 count += len(ids)
         return count
 
+    def fetch_dead(self, limit: int) -> list[DeadEntry]:
+        """Up to ``limit`` entries of the declared queues' dead-letter queues, oldest first.
+
+        Reading removes nothing: :meth:`forget_dead` does, once the entries are stored.
+        """
+        entries: list[DeadEntry] = []
+        for queue_name in sorted(self.get_declared_queues()):
+            if len(entries) >= limit:
+                break
+            key = f"{self.namespace}:{queue_name}.XQ"
+            refs: list[bytes] = self.client.zrange(key, 0, limit - len(entries) - 1)  # type: ignore[assignment]
+            ids = [_text(ref) for ref in refs]
+            if ids:
+                bodies = self.client.hmget(f"{key}.msgs", ids)
+                entries += [DeadEntry(ref, queue_name, body) for ref, body in zip(ids, bodies, strict=True)]
+        return entries
+
+    def forget_dead(self, entries: list[DeadEntry]) -> None:
+        """Remove stored ``entries`` from their dead-letter queues."""
+        pipe = self.client.pipeline(transaction=False)
+        for entry in entries:
+            key = f"{self.namespace}:{entry.queue}.XQ"
+            pipe.zrem(key, entry.ref)
+            pipe.hdel(f"{key}.msgs", entry.ref)
+        pipe.execute()
+
+    def release_dead(self, entries: list[DeadEntry]) -> None:
+        """Nothing to do: reading a Redis dead-letter queue removes nothing."""
+
     def _prepare(self, message: Message, delay: int | None) -> Message:
         # Each enqueue needs its own Redis id: a retried message keeps its message id.
         message = message.copy(options={"redis_message_id": str(uuid4())})
@@ -145,8 +221,13 @@ class CallboardRedisBroker(RedisBroker):
             self._run_scripts(missing)
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 class _CallboardRedisConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer, waiting on events instead of sleeping, honouring dispositions."""
+    """Dramatiq's Redis consumer, waiting on events instead of sleeping, honouring dispositions,
+    recording why a message died, and dead-lettering bodies that do not decode."""
 
     def __init__(self, broker: CallboardRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
@@ -171,17 +252,35 @@ class _CallboardRedisConsumer(_RedisConsumer):
         if disposition_of(message) is Disposition.RELEASED:
             self.queued_message_ids.discard(message.message_id)
         else:
+            # Write the reason into the stored body first: the nack moves that body to the
+            # dead-letter queue, where it waits for the store even if the database is down.
+            redis_id = message.options["redis_message_id"]
+            try:
+                self.broker._replace_body(
+                    keys=[f"{self.broker.namespace}:{self.queue_name}.msgs"],
+                    args=[redis_id, dead_body(message)],
+                )
+            except redis.ConnectionError as error:
+                raise ConnectionClosed(error) from None
             super().nack(message)
         self._capacity.set()
+
+    def _reject_undecodable(self, redis_id: str) -> None:
+        log_event(logger, logging.ERROR, "message.undecodable", queue=self.queue_name, redis_id=redis_id)
+        self.broker.do_nack(self.queue_name, redis_id)
 
     def __next__(self) -> MessageProxy | None:
         try:
             while True:
                 if self.message_cache:
-                    data = self.message_cache.pop(0)
+                    redis_id, data = self.message_cache.pop(0)
                     if data is None:  # an id whose body is gone (see dramatiq#266)
                         continue
-                    message = Message.decode(data)
+                    try:
+                        message = Message.decode(data)
+                    except Exception:  # garbage on the queue: dead-letter it, keep consuming
+                        self._reject_undecodable(redis_id)
+                        continue
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
 
@@ -194,9 +293,25 @@ class _CallboardRedisConsumer(_RedisConsumer):
                     return None
 
                 self._wakeup.clear()
-                self.message_cache = self.broker.do_fetch(self.queue_name, free)
+                self.message_cache = self._fetch(free)
                 if not self.message_cache:
                     self._wakeup.wait(self.timeout / 1000)
                     return None
         except redis.ConnectionError as error:
             raise ConnectionClosed(error) from None
+
+    def _fetch(self, count: int) -> list[tuple[str, bytes | None]]:
+        """Fetch up to ``count`` messages as (Redis id, body) pairs.
+
+        Dramatiq's fetch returns bodies without their ids, so a body that does not decode could
+        never be dead-lettered; this script returns both. Queue maintenance (requeueing dead
+        workers' messages) still runs through Dramatiq's script at Dramatiq's rate.
+        """
+        broker = self.broker
+        if broker._should_do_maintenance("fetch"):
+            broker.do_qsize(self.queue_name)
+        flat = broker._fetch(
+            keys=[broker.namespace],
+            args=[current_millis(), self.queue_name, broker.broker_id, min(count, broker._max_unpack_size())],
+        )
+        return [(_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]

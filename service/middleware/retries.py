@@ -3,7 +3,8 @@
 Guarantees:
   * Retry ``n`` (from 0) waits ``uniform(min_backoff, min(max_backoff, min_backoff * 2**(n+1)))``:
     full jitter above a floor, so retries of a failed batch spread out instead of stampeding.
-  * An exception in ``throws`` is not retried; ``retry_when(retries, exception)``, when set,
+  * An exception in ``throws`` is not retried, nor is a call whose arguments do not fit the
+    actor's signature (reason ``bad_arguments``); ``retry_when(retries, exception)``, when set,
     replaces the ``max_retries`` test. A message that will not run again is failed (nacked), so
     it reaches the broker's dead-letter queue with the reason logged.
   * If the retry cannot be enqueued (broker down), the original message is requeued instead of
@@ -18,6 +19,7 @@ Options (message → actor → policy → default), times in milliseconds:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import time
@@ -28,6 +30,7 @@ from dramatiq.errors import Retry
 
 from config.policies import DEFAULT_POLICY
 from service.brokers.disposition import Disposition, mark
+from service.deadletters.capture import mark_dead
 from service.logs import log_event
 from service.middleware.options import option
 from service.middleware.time_limits import HardTimeLimitExceeded
@@ -42,6 +45,17 @@ def backoff_delay(retries: int, min_backoff: float, max_backoff: float) -> float
     """The delay before retry number ``retries`` (0-based): full jitter above ``min_backoff``."""
     ceiling = min(max_backoff, min_backoff * 2 ** min(retries + 1, 62))
     return random.uniform(min_backoff, max(min_backoff, ceiling))
+
+
+def _arguments_fit(broker: Broker, message: Any) -> bool:
+    # Only checked after a TypeError, so binding costs nothing on the hot path.
+    try:
+        inspect.signature(broker.get_actor(message.actor_name).fn).bind(*message.args, **message.kwargs)
+    except TypeError:
+        return False
+    except Exception:  # no actor or no signature: cannot tell, so treat it as an ordinary error
+        return True
+    return True
 
 
 def error_summary(exception: BaseException, limit: int = 500) -> str:
@@ -66,6 +80,9 @@ class Retries(Middleware):
         if throws and isinstance(exception, throws):
             self._give_up(message, "non_retryable", exception, retries)
             return
+        if isinstance(exception, TypeError) and not _arguments_fit(broker, message):
+            self._give_up(message, "bad_arguments", exception, retries)
+            return
         retry_when = option(broker, message, "retry_when")
         if retry_when is not None:
             again = bool(retry_when(retries, exception))
@@ -86,11 +103,13 @@ class Retries(Middleware):
                 option(broker, message, "max_backoff", DEFAULT_POLICY.max_backoff * 1000),
             )
         delay = int(min(delay, MAX_DELAY_MS))
+        now = int(time.time() * 1000)
         retry = message.copy(
             options={
                 "retries": retries + 1,
                 "last_error": error_summary(exception),
-                "requeue_timestamp": int(time.time() * 1000),
+                "requeue_timestamp": now,
+                "first_failed_at": message.options.get("first_failed_at", now),
             }
         )
         try:
@@ -103,7 +122,7 @@ class Retries(Middleware):
         log_event(logger, logging.INFO, "message.retried", delay_ms=delay, error=error_summary(exception))
 
     def _give_up(self, message: Any, reason: str, exception: BaseException, retries: int) -> None:
-        message.fail()
+        mark_dead(message, reason, exception, retries + 1)
         log_event(
             logger,
             logging.ERROR,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from service.db.migrate import head_revision
 from tests.support.processes import CallboardProcess, run_callboard
 from tests.support.waiting import wait_until
 
@@ -28,7 +29,7 @@ def one_line_error(stderr: str) -> str:
         (["send", "tb_record", "--args", "[1,"], "--args is not valid JSON"),
         (["send", "tb_record", "--args", '{"a": 1}'], "--args must be a JSON array"),
         (["send", "tb_record", "--kwargs", "[]"], "--kwargs must be a JSON object"),
-        (["send", "tb_record", "--args", "[]"], "missing a required argument: 'token'"),
+        (["send", "tb_record", "--args", "[]"], "missing a required argument: 'tag'"),
         (["send", "tb_record", "--args", '["a", 1, 2]'], "too many positional arguments"),
         (["send", "tb_record", "--args", '["a"]', "--delay", "-1"], "--delay must not be negative"),
     ],
@@ -136,9 +137,9 @@ def test_db_upgrade_migrates_the_configured_database(database_url: str, tmp_path
     env = {"CALLBOARD_DATABASE_URL": database_url, "CALLBOARD_DATA_DIR": str(tmp_path)}
     first = run_callboard("db", "upgrade", env=env)
     assert first.returncode == 0, first.stderr
-    assert "revision 0001" in first.stdout
+    assert f"revision {head_revision()}" in first.stdout
     again = run_callboard("db", "upgrade", env=env)  # idempotent
-    assert again.returncode == 0 and "revision 0001" in again.stdout
+    assert again.returncode == 0 and f"revision {head_revision()}" in again.stdout
 
 
 def test_db_upgrade_of_an_unreachable_database_is_one_line(tmp_path: Path) -> None:

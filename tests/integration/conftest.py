@@ -13,13 +13,21 @@ StartWorker = Callable[..., CallboardProcess]
 
 
 @pytest.fixture
-def start_worker(worker_env: dict[str, str], tmp_path: Path) -> Iterator[StartWorker]:
-    """Start ``callboard worker`` children with ``worker_env`` plus overrides; stopped at teardown."""
+def start_worker(
+    worker_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[StartWorker]:
+    """Start ``callboard worker`` children with ``worker_env`` plus overrides; stopped at teardown.
+
+    In a test parametrized over brokers, workers use the broker under test.
+    """
     started: list[CallboardProcess] = []
+    base = dict(worker_env)
+    if "broker_url" in request.fixturenames:
+        base["CALLBOARD_BROKER_URL"] = request.getfixturevalue("broker_url")
 
     def start(*args: str, wait: bool = True, **env: str) -> CallboardProcess:
         log = tmp_path / f"worker-{len(started)}.log"
-        process = CallboardProcess("worker", *args, env={**worker_env, **env}, log_path=log)
+        process = CallboardProcess("worker", *args, env={**base, **env}, log_path=log)
         started.append(process)
         if wait:
             process.wait_for_event("worker.started", timeout=60)

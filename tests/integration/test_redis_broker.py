@@ -37,8 +37,10 @@ def test_enqueue_survives_a_lost_script_cache(broker: CallboardRedisBroker) -> N
 
 def test_a_push_onto_a_short_queue_wakes_idle_consumers(broker: CallboardRedisBroker) -> None:
     event = broker.wakeups.event("q")
-    wait_until(lambda: broker.client.pubsub_numsub(broker.wakeups.channel)[0][1] >= 1,
-               message="the wake-up listener to subscribe")
+    wait_until(
+        lambda: broker.client.pubsub_numsub(broker.wakeups.channel)[0][1] >= 1,
+        message="the wake-up listener to subscribe",
+    )
     event.clear()
     broker.enqueue(message(1))
     assert event.wait(5)

@@ -1,7 +1,7 @@
 """Actors used by the integration and acceptance tests (loaded with CALLBOARD_ACTOR_MODULES).
 
 Queue names carry ``CALLBOARD_TEST_QUEUE_PREFIX`` so a test run never touches another run's
-queues on a shared RabbitMQ. Every actor records what happened under the caller's ``token``.
+queues on a shared RabbitMQ. Every actor records what happened under the caller's ``tag``.
 """
 
 from __future__ import annotations
@@ -21,71 +21,93 @@ FAST = {"min_backoff": 0.2, "max_backoff": 2.0}
 
 
 @actor(queue_name=QUEUE, **FAST)
-def tb_record(token: str, n: int = 0) -> None:
+def tb_record(tag: str, n: int = 0) -> None:
     """Record ``done``."""
-    record(token, "done", n=n)
+    record(tag, "done", n=n)
 
 
 @actor(queue_name=QUEUE, max_retries=3, **FAST)
-def tb_fail(token: str) -> None:
+def tb_fail(tag: str) -> None:
     """Record the attempt and fail with ValueError, every time."""
-    record(token, "attempt")
+    record(tag, "attempt")
     raise ValueError("tb_fail always fails")
 
 
 @actor(queue_name=QUEUE, throws=(KeyError,), max_retries=5, **FAST)
-def tb_throws(token: str) -> None:
+def tb_throws(tag: str) -> None:
     """Record the attempt and raise a non-retryable KeyError."""
-    record(token, "attempt")
+    record(tag, "attempt")
     raise KeyError("not retryable")
 
 
 @actor(queue_name=QUEUE, soft_time_limit=0.5, time_limit=10, max_retries=0)
-def tb_soft(token: str) -> None:
+def tb_soft(tag: str) -> None:
     """Work until the soft limit, then clean up and return normally."""
-    record(token, "started")
+    record(tag, "started")
     try:
         while True:
             time.sleep(0.02)
     except SoftTimeLimitExceeded:
-        record(token, "cleanup")
+        record(tag, "cleanup")
 
 
 @actor(queue_name=QUEUE, soft_time_limit=0.3, time_limit=1.5, max_retries=0)
-def tb_stubborn(token: str) -> None:
+def tb_stubborn(tag: str) -> None:
     """Ignore the soft limit (and any Exception) forever; only the hard limit stops it."""
-    record(token, "started")
+    record(tag, "started")
     try:
         while True:
             try:
                 time.sleep(0.02)
             except Exception:
-                record(token, "ignored")
+                record(tag, "ignored")
     except HardTimeLimitExceeded:
-        record(token, "stopped")
+        record(tag, "stopped")
         raise
 
 
 @actor(queue_name=QUEUE, max_retries=0, soft_time_limit=600, time_limit=600)
-def tb_slow(token: str, seconds: float) -> None:
+def tb_slow(tag: str, seconds: float) -> None:
     """Record ``started``, work ``seconds`` in small steps, record ``done``."""
-    record(token, "started")
+    record(tag, "started")
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         time.sleep(0.02)
-    record(token, "done")
+    record(tag, "done")
 
 
 @actor(queue_name=QUEUE, max_retries=3, **FAST)
-def tb_wait_then_fail_once(token: str) -> None:
+def tb_wait_then_fail_once(tag: str) -> None:
     """First run: record ``started`` and wait for the test's ``go`` key, then fail. Later runs
     record ``done``. Lets a test cut the broker between the actor's start and its retry."""
-    runs = client().incr(f"runs:{token}")
+    runs = client().incr(f"runs:{tag}")
     if runs > 1:
-        record(token, "done", runs=runs)
+        record(tag, "done", runs=runs)
         return
-    record(token, "started")
+    record(tag, "started")
     deadline = time.monotonic() + 60
-    while not client().exists(f"go:{token}") and time.monotonic() < deadline:
+    while not client().exists(f"go:{tag}") and time.monotonic() < deadline:
         time.sleep(0.02)
     raise ValueError("failing while the broker is unreachable")
+
+
+@actor(queue_name=QUEUE, max_retries=0)
+def tb_fixable(tag: str) -> None:
+    """Fail until the test sets the ``fixed`` key (the cause is fixed), then record ``done``."""
+    if not client().exists(f"fixed:{tag}"):
+        raise RuntimeError("not fixed yet")
+    record(tag, "done")
+
+
+@actor(queue_name=QUEUE, max_retries=0)
+def tb_secret(tag: str, email: str, password: str = "") -> None:
+    """Fail with the secrets in the message, until fixed; then record a digest of what it got."""
+    if not client().exists(f"fixed:{tag}"):
+        raise ValueError(f"cannot mail {email} with {password}")
+    record(tag, "done", received=f"{email}|{password}")
+
+
+@actor(queue_name=QUEUE, max_retries=0)
+def tb_alert(actor: str, queue: str, reason: str, count: int, dead_letter_id: int) -> None:
+    """The dead-letter alert actor of the tests: record each alert."""
+    record("alerts", "alert", actor=actor, count=count, reason=reason)

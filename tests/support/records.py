@@ -1,6 +1,6 @@
 """Completions recorded by the test actors in Redis, read back by tests.
 
-Actors in worker processes append JSON entries to lists named by the test's token; tests read
+Actors in worker processes append JSON entries to lists named by the test's tag; tests read
 them over their own connection. The record Redis is the test's own database, not the broker's
 keyspace namespace, so recording survives broker faults injected through a proxy.
 """
@@ -27,16 +27,16 @@ def client() -> redis.Redis:
     return _client
 
 
-def record(token: str, what: str, **fields: Any) -> None:
-    """Append ``what`` (with ``fields`` and the time) to the list of ``token``."""
+def record(tag: str, what: str, **fields: Any) -> None:
+    """Append ``what`` (with ``fields`` and the time) to the list of ``tag``."""
     entry = {"what": what, "at": time.time(), "pid": os.getpid(), **fields}
-    client().rpush(f"record:{token}", json.dumps(entry))
+    client().rpush(f"record:{tag}", json.dumps(entry))
 
 
 def entries(
-    token: str, what: str | None = None, *, connection: redis.Redis | None = None
+    tag: str, what: str | None = None, *, connection: redis.Redis | None = None
 ) -> list[dict[str, Any]]:
-    """Every entry recorded for ``token`` (only ``what`` entries when given), oldest first."""
-    raw = (connection or client()).lrange(f"record:{token}", 0, -1)
+    """Every entry recorded for ``tag`` (only ``what`` entries when given), oldest first."""
+    raw = (connection or client()).lrange(f"record:{tag}", 0, -1)
     items = [json.loads(item) for item in raw]
     return [item for item in items if what is None or item["what"] == what]
