@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import Any
 from uuid import uuid4
 
@@ -33,8 +34,27 @@ from service.logs import log_event
 
 logger = logging.getLogger(__name__)
 
+#: Seconds between a stopping consumer's polls (it must notice quickly that it should stop).
+SHUTDOWN_POLL = 0.05
+
 #: How long Redis keeps a dead letter the mover has not stored (a year: the database was down).
 DEAD_MESSAGE_TTL_MS = 365 * 86400 * 1000
+
+#: Messages per bulk-enqueue script call (Lua's unpack() has a stack limit near 8 000).
+BULK_CHUNK = 1000
+
+#: Enqueue many messages of one queue at once: what Dramatiq's "enqueue" does (store the body,
+#: push the id), for N messages in one script call instead of N.
+BULK_ENQUEUE_SCRIPT = """
+local queue = KEYS[1]
+local messages = queue .. ".msgs"
+local ids = {}
+for i = 1, #ARGV, 2 do
+    redis.call("hset", messages, ARGV[i], ARGV[i + 1])
+    ids[#ids + 1] = ARGV[i]
+end
+redis.call("rpush", queue, unpack(ids))
+"""
 
 #: Replace a stored body only if the message is still stored (never resurrect an acked one).
 REPLACE_BODY_SCRIPT = """
@@ -89,6 +109,9 @@ class CallboardRedisBroker(RedisBroker):
         self._notify = self.client.register_script(NOTIFY_SCRIPT)
         self._fetch = self.client.register_script(FETCH_SCRIPT)
         self._replace_body = self.client.register_script(REPLACE_BODY_SCRIPT)
+        self._bulk_enqueue = self.client.register_script(BULK_ENQUEUE_SCRIPT)
+        self.stopping = threading.Event()
+        self._consumers: weakref.WeakSet[_CallboardRedisConsumer] = weakref.WeakSet()
 
     @property
     def consumer_class(self) -> type[Consumer]:
@@ -107,19 +130,29 @@ class CallboardRedisBroker(RedisBroker):
         for message in prepared:
             self.emit_before("enqueue", message, delay)
         calls: list[tuple[Script, list[str], list[Any]]] = []
-        notify: set[str] = set()
+        by_queue: dict[str, list[Message]] = {}
         for message in prepared:
-            queue_name = message.queue_name
-            calls.append(
-                self._dispatch_call(
-                    "enqueue", queue_name, message.options["redis_message_id"], message.encode()
+            by_queue.setdefault(message.queue_name, []).append(message)
+        for queue_name, batch in by_queue.items():
+            if len(batch) == 1:  # Dramatiq's own script: keeps its heartbeat and maintenance
+                message = batch[0]
+                calls.append(
+                    self._dispatch_call(
+                        "enqueue", queue_name, message.options["redis_message_id"], message.encode()
+                    )
                 )
-            )
+            else:
+                for start in range(0, len(batch), BULK_CHUNK):
+                    pairs: list[Any] = []
+                    for message in batch[start : start + BULK_CHUNK]:
+                        pairs += [message.options["redis_message_id"], message.encode()]
+                    calls.append((self._bulk_enqueue, [f"{self.namespace}:{queue_name}"], pairs))
             if not queue_name.endswith(".DQ"):
-                notify.add(queue_name)
-        for queue_name in notify:
-            keys = [f"{self.namespace}:{queue_name}"]
-            calls.append((self._notify, keys, [self.wakeups.channel, queue_name, NOTIFY_BELOW]))
+                # Wake idle consumers if the queue holds little more than what we just pushed.
+                keys = [f"{self.namespace}:{queue_name}"]
+                calls.append(
+                    (self._notify, keys, [self.wakeups.channel, queue_name, NOTIFY_BELOW + len(batch)])
+                )
         try:
             self._run_scripts(calls)
         except redis.ConnectionError as error:
@@ -127,6 +160,14 @@ class CallboardRedisBroker(RedisBroker):
         for message in prepared:
             self.emit_after("enqueue", message, delay)
         return prepared
+
+    def begin_shutdown(self) -> None:
+        """End consumers' idle waits now and keep them short: the worker is stopping, and a
+        consumer asleep for the idle timeout would hold up every shutdown and recycle."""
+        self.stopping.set()
+        self.wakeups.wake_all()
+        for consumer in list(self._consumers):
+            consumer._capacity.set()
 
     def hand_back_unacked(self) -> int:
         """Requeue every message this broker instance fetched and has not acked; returns the count.
@@ -233,6 +274,7 @@ class _CallboardRedisConsumer(_RedisConsumer):
         super().__init__(broker, queue_name, prefetch, timeout)
         self._wakeup = broker.wakeups.event(queue_name)
         self._capacity = threading.Event()
+        broker._consumers.add(self)
 
     def ack(self, message: MessageProxy) -> None:
         disposition = disposition_of(message)
@@ -289,16 +331,19 @@ class _CallboardRedisConsumer(_RedisConsumer):
                     # Every prefetched message is still running: wait for an ack, not for Redis.
                     self._capacity.clear()
                     if self.prefetch - self.outstanding_message_count <= 0:
-                        self._capacity.wait(self.timeout / 1000)
+                        self._capacity.wait(self._wait_seconds())
                     return None
 
                 self._wakeup.clear()
                 self.message_cache = self._fetch(free)
                 if not self.message_cache:
-                    self._wakeup.wait(self.timeout / 1000)
+                    self._wakeup.wait(self._wait_seconds())
                     return None
         except redis.ConnectionError as error:
             raise ConnectionClosed(error) from None
+
+    def _wait_seconds(self) -> float:
+        return SHUTDOWN_POLL if self.broker.stopping.is_set() else self.timeout / 1000
 
     def _fetch(self, count: int) -> list[tuple[str, bytes | None]]:
         """Fetch up to ``count`` messages as (Redis id, body) pairs.

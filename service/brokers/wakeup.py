@@ -63,14 +63,14 @@ class WakeUps:
             try:
                 pubsub.subscribe(self.channel)
                 backoff = 0.1
-                self._wake_all()  # anything sent while we were not listening
+                self.wake_all()  # anything sent while we were not listening
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
                         self._events[message["data"].decode()].set()
             except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
                 logger.debug("wake-up listener lost its connection: %s", error)
-                self._wake_all()
+                self.wake_all()
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
             finally:
@@ -78,6 +78,7 @@ class WakeUps:
                 with contextlib.suppress(Exception):
                     pubsub.close()
 
-    def _wake_all(self) -> None:
+    def wake_all(self) -> None:
+        """Set every queue's event: consumers poll now (reconnects, shutdown)."""
         for event in list(self._events.values()):
             event.set()

@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 class HandBack(Middleware):
-    """Track running messages and return them to the broker at worker shutdown."""
+    """Track running messages and return them to the broker at worker shutdown (and tell the
+    broker the shutdown began, so idle consumers stop waiting)."""
 
     def __init__(self) -> None:
         self._running: dict[int, Any] = {}
@@ -36,6 +37,11 @@ class HandBack(Middleware):
         self._running.pop(threading.get_ident(), None)
 
     after_skip_message = after_process_message
+
+    def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        begin_shutdown = getattr(broker, "begin_shutdown", None)
+        if begin_shutdown is not None:
+            begin_shutdown()
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         self.hand_back(broker)

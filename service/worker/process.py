@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
@@ -41,8 +42,12 @@ class WorkerOptions:
     idle_timeout: float = 1.0
 
 
-def run_worker_process(options: WorkerOptions) -> int:
-    """Run a worker until SIGTERM or recycling; returns the process exit code."""
+def run_worker_process(options: WorkerOptions, announce: Callable[[str], None] | None = None) -> int:
+    """Run a worker until SIGTERM or recycling; returns the process exit code.
+
+    ``announce("recycling")`` is called as soon as the process decides to recycle, before it
+    drains its running messages, so a supervisor can start the replacement at once.
+    """
     stop = threading.Event()
     recycled = threading.Event()
     broker = None
@@ -78,6 +83,8 @@ def run_worker_process(options: WorkerOptions) -> int:
     def recycle() -> None:
         recycled.set()
         stop.set()
+        if announce is not None:
+            announce("recycling")
 
     for middleware in broker.middleware:
         if isinstance(middleware, Recycle):

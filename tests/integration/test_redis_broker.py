@@ -30,9 +30,18 @@ def message(n: int) -> Message[None]:
 def test_enqueue_survives_a_lost_script_cache(broker: CallboardRedisBroker) -> None:
     # A Redis restart empties the script cache: the pipeline must load and rerun, once.
     broker.scripts["dispatch"].sha = "0" * 40
-    broker.enqueue_many([message(n) for n in range(5)])
+    broker._bulk_enqueue.sha = "0" * 40
+    broker.enqueue(message(0))
+    broker.enqueue_many([message(n) for n in range(1, 5)])
     assert broker.client.llen("dramatiq:q") == 5
     assert broker.client.hlen("dramatiq:q.msgs") == 5
+
+
+def test_bulk_enqueue_keeps_order_across_chunks(broker: CallboardRedisBroker) -> None:
+    stored = broker.enqueue_many([message(n) for n in range(2500)])
+    ids = [raw.decode() for raw in broker.client.lrange("dramatiq:q", 0, -1)]
+    assert ids == [m.options["redis_message_id"] for m in stored]
+    assert broker.client.hlen("dramatiq:q.msgs") == 2500
 
 
 def test_a_push_onto_a_short_queue_wakes_idle_consumers(broker: CallboardRedisBroker) -> None:
@@ -43,6 +52,11 @@ def test_a_push_onto_a_short_queue_wakes_idle_consumers(broker: CallboardRedisBr
     )
     event.clear()
     broker.enqueue(message(1))
+    assert event.wait(5)
+    # A batch larger than the notify threshold, onto an idle queue, wakes consumers too
+    broker.client.delete("dramatiq:q")
+    event.clear()
+    broker.enqueue_many([message(n) for n in range(100)])
     assert event.wait(5)
 
 
