@@ -121,7 +121,7 @@ class Settings(BaseSettings):
             return None
         scheme = value.split("://", 1)[0].lower() if "://" in value else ""
         if scheme not in {"redis", "rediss", "unix", "amqp", "amqps"}:
-            raise ValueError("must start with redis://, rediss://, unix:// or amqp://")
+            raise ValueError("must start with redis://, rediss://, unix://, amqp:// or amqps://")
         return value
 
     @property

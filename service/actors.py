@@ -82,14 +82,17 @@ def actor(
         queue = queue_name or chosen.queue
         spec = QUEUES.get(queue)
         declare: Any = dramatiq.actor  # its overloads do not cover fn plus options
-        return declare(
-            fn,
-            actor_name=actor_name,
-            queue_name=queue,
-            priority=priority if priority is not None else (spec.priority if spec else 0),
-            broker=get_broker(),
-            **{**policy_options(chosen), **overrides},
-        )
+        try:
+            return declare(
+                fn,
+                actor_name=actor_name,
+                queue_name=queue,
+                priority=priority if priority is not None else (spec.priority if spec else 0),
+                broker=get_broker(),
+                **{**policy_options(chosen), **overrides},
+            )
+        except ValueError as error:  # Dramatiq refuses options no middleware declares
+            raise ConfigurationError(f"actor {actor_name or fn.__name__}: {error}") from None
 
     if fn is not None:
         return decorate(fn)

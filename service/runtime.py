@@ -64,9 +64,10 @@ def load_actors() -> tuple[str, ...]:
             for name in names:
                 try:
                     importlib.import_module(name)
-                except ImportError as error:
+                except Exception as error:  # any error in a user's module is a configuration error
                     raise ConfigurationError(
-                        f"CALLBOARD_ACTOR_MODULES: cannot import actor module {name!r}: {error}"
+                        f"CALLBOARD_ACTOR_MODULES: cannot load actor module {name!r}: "
+                        f"{type(error).__name__}: {error}"
                     ) from None
             _loaded = names
         return _loaded

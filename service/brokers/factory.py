@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dramatiq import Broker, Middleware
+from dramatiq.middleware import Callbacks, Pipelines, ShutdownNotifications
 
 from config.settings import Settings
 from service.brokers.embedded import EmbeddedRedis
@@ -24,15 +25,21 @@ def build_middleware(settings: Settings) -> list[Middleware]:
 
     1. ``MessageContext``: first in, last out, so every other hook logs with the message's context.
     2. ``DeadLetterMover``: drains the broker's dead-letter queues into the store (a thread).
-    3. ``Expiry``: skips messages past their ``max_age`` before any work (not a failure).
-    4. ``Retries``: decides retry or death after the actor and the hooks below have run.
-    5. ``Recycle``: counts messages for process recycling.
-    6. ``HandBack``: tracks running messages so shutdown can return them to the broker.
-    7. ``TimeLimits``: last in, first out, so the limits cover the actor and nothing else.
+    3. ``Callbacks``, ``Pipelines``, ``ShutdownNotifications`` (Dramatiq's): ``on_success`` /
+       ``on_failure``, ``pipeline()``, ``notify_shutdown`` work as in plain Dramatiq. Their
+       ``after`` hooks run after Retries', so ``on_failure`` sees the final verdict.
+    4. ``Expiry``: skips messages past their ``max_age`` before any work (not a failure).
+    5. ``Retries``: decides retry or death after the actor and the hooks below have run.
+    6. ``Recycle``: counts messages for process recycling.
+    7. ``HandBack``: tracks running messages so shutdown can return them to the broker.
+    8. ``TimeLimits``: last in, first out, so the limits cover the actor and nothing else.
     """
     return [
         MessageContext(),
         DeadLetterMover(interval=settings.dlq_drain_interval),
+        Callbacks(),
+        Pipelines(),
+        ShutdownNotifications(),
         Expiry(),
         Retries(),
         Recycle(max_messages=settings.worker_max_messages),

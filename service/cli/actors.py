@@ -27,15 +27,18 @@ def actor_rows() -> list[dict[str, Any]]:
     for name in sorted(broker.get_declared_actors()):
         actor = broker.get_actor(name)
         options = actor.options
+        hard = options.get("time_limit", DEFAULT_POLICY.time_limit * 1000) / 1000
+        soft = options.get("soft_time_limit", DEFAULT_POLICY.soft_time_limit * 1000) / 1000
         rows.append(
             {
                 "actor": name,
                 "queue": actor.queue_name,
                 "policy": options.get("policy", "default (plain dramatiq)"),
                 "max_retries": options.get("max_retries", DEFAULT_POLICY.max_retries),
-                "soft_time_limit_s": options.get("soft_time_limit", DEFAULT_POLICY.soft_time_limit * 1000)
-                / 1000,
-                "time_limit_s": options.get("time_limit", DEFAULT_POLICY.time_limit * 1000) / 1000,
+                "soft_time_limit_s": min(
+                    soft, hard
+                ),  # what applies: a soft limit above the hard one never fires
+                "time_limit_s": hard,
             }
         )
     return rows

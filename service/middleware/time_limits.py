@@ -50,6 +50,8 @@ class HardTimeLimitExceeded(TimeLimitExceeded):
 @dataclass(slots=True)
 class _Deadlines:
     message_id: str
+    actor: str
+    queue: str
     soft_at: float
     hard_at: float
     soft_sent: bool = False
@@ -82,7 +84,9 @@ class TimeLimits(Middleware):
         hard = option(broker, message, "time_limit", DEFAULT_POLICY.time_limit * 1000) / 1000
         soft = option(broker, message, "soft_time_limit", DEFAULT_POLICY.soft_time_limit * 1000) / 1000
         now = time.monotonic()
-        entry = _Deadlines(message.message_id, now + min(soft, hard), now + hard)
+        entry = _Deadlines(
+            message.message_id, message.actor_name, message.queue_name, now + min(soft, hard), now + hard
+        )
         with self._lock:
             self._deadlines[threading.get_ident()] = entry
 
@@ -115,21 +119,21 @@ class TimeLimits(Middleware):
             for thread_id, entry in self._deadlines.items():
                 if now >= entry.hard_at and now - entry.hard_sent_at >= HARD_REPEAT:
                     entry.hard_sent_at = now
-                    log_event(
-                        logger,
-                        logging.WARNING,
-                        "message.time_limit",
-                        kind="hard",
-                        message_id=entry.message_id,
-                    )
-                    raise_thread_exception(thread_id, HardTimeLimitExceeded)
+                    self._fire(thread_id, entry, "hard", HardTimeLimitExceeded)
                 elif now >= entry.soft_at and not entry.soft_sent:
                     entry.soft_sent = True
-                    log_event(
-                        logger,
-                        logging.WARNING,
-                        "message.time_limit",
-                        kind="soft",
-                        message_id=entry.message_id,
-                    )
-                    raise_thread_exception(thread_id, SoftTimeLimitExceeded)
+                    self._fire(thread_id, entry, "soft", SoftTimeLimitExceeded)
+
+    @staticmethod
+    def _fire(thread_id: int, entry: _Deadlines, kind: str, exception: type[BaseException]) -> None:
+        # Logged from the monitor thread, so the message's context is passed explicitly.
+        log_event(
+            logger,
+            logging.WARNING,
+            "message.time_limit",
+            kind=kind,
+            message_id=entry.message_id,
+            actor=entry.actor,
+            queue=entry.queue,
+        )
+        raise_thread_exception(thread_id, exception)
