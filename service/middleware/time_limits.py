@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 #: Seconds between a hard-limit exception and the next one, for actors that swallow it.
 HARD_REPEAT = 1.0
 
+#: Longest sleep of the monitor (it also wakes when a message with a nearer deadline starts).
+IDLE_WAIT = 1.0
+
 
 class SoftTimeLimitExceeded(Exception):
     """The actor ran past its soft time limit; catch it to clean up before the hard limit."""
@@ -58,11 +61,20 @@ class _Deadlines:
     hard_sent_at: float = 0.0
 
 
+def _next_due(entry: _Deadlines) -> float:
+    if not entry.soft_sent and entry.soft_at < entry.hard_at:
+        return entry.soft_at
+    return max(entry.hard_at, entry.hard_sent_at + HARD_REPEAT)
+
+
 class TimeLimits(Middleware):
     """Raise a soft, then a hard, time-limit exception in threads that run too long.
 
+    The monitor sleeps until the nearest deadline (at most one second when idle), so it costs
+    nothing between messages and fires within ``interval`` of a deadline.
+
     Parameters:
-      interval(float): seconds between checks. Defaults to 0.1.
+      interval(float): the shortest sleep between checks, in seconds. Defaults to 0.1.
     """
 
     def __init__(self, *, interval: float = 0.1) -> None:
@@ -70,6 +82,8 @@ class TimeLimits(Middleware):
         self._deadlines: dict[int, _Deadlines] = {}
         self._lock = threading.Lock()
         self._monitor: threading.Thread | None = None
+        self._changed = threading.Event()
+        self._next_wake = 0.0
 
     @property
     def actor_options(self) -> set[str]:
@@ -89,6 +103,8 @@ class TimeLimits(Middleware):
         )
         with self._lock:
             self._deadlines[threading.get_ident()] = entry
+        if entry.soft_at < self._next_wake:
+            self._changed.set()  # the monitor sleeps past this deadline: let it recompute
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
@@ -108,7 +124,12 @@ class TimeLimits(Middleware):
 
     def _watch(self) -> None:
         while True:
-            time.sleep(self.interval)
+            now = time.monotonic()
+            with self._lock:
+                due = [_next_due(entry) for entry in self._deadlines.values()]
+            self._next_wake = min(due, default=now + IDLE_WAIT)
+            self._changed.wait(min(max(self._next_wake - now, self.interval), IDLE_WAIT))
+            self._changed.clear()
             try:
                 self._check(time.monotonic())
             except Exception:  # the monitor must outlive any one bad check
