@@ -2,6 +2,9 @@
 
 * Idle consumers block on a wake-up event instead of sleeping (:mod:`service.brokers.wakeup`);
   a consumer whose prefetch is full waits for an ack instead of polling Redis.
+* Acks are batched: a worker thread records its ack and the consumer thread sends the batch with
+  its next fetch, in one script call (Dramatiq sends one script call per ack from each worker
+  thread). A process killed in between leaves those messages unacked: they run again.
 * :meth:`CallboardRedisBroker.enqueue_many` pushes a batch in one pipelined round trip.
 * Consumers honour :mod:`service.brokers.disposition` (requeue instead of ack, or skip the ack of
   a message already handed back), and :meth:`hand_back_unacked` returns everything this process
@@ -63,13 +66,20 @@ if redis.call("hexists", KEYS[1], ARGV[1]) == 1 then
 end
 """
 
-#: Fetch like Dramatiq's dispatch "fetch" (same keys, same heartbeat) but return ids with bodies.
-FETCH_SCRIPT = """
+#: Ack a batch like Dramatiq's "ack" and fetch like its "fetch" (same keys, same heartbeat),
+#: returning ids with bodies. ARGV: timestamp, queue, worker id, fetch count, ids to ack...
+ACK_FETCH_SCRIPT = """
 local namespace = KEYS[1]
 local timestamp, queue_name, worker_id, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 redis.call("zadd", namespace .. ":__heartbeats__", timestamp, worker_id)
 local queue_full_name = namespace .. ":" .. queue_name
+local queue_messages = queue_full_name .. ".msgs"
 local queue_acks = namespace .. ":__acks__." .. worker_id .. "." .. queue_name
+for i = 5, #ARGV do
+    if redis.call("srem", queue_acks, ARGV[i]) > 0 then
+        redis.call("hdel", queue_messages, ARGV[i])
+    end
+end
 local ids = {}
 for i = 1, count do
     local message_id = redis.call("lpop", queue_full_name)
@@ -82,7 +92,7 @@ end
 if #ids == 0 then
     return {}
 end
-local bodies = redis.call("hmget", queue_full_name .. ".msgs", unpack(ids))
+local bodies = redis.call("hmget", queue_messages, unpack(ids))
 local result = {}
 for i = 1, #ids do
     result[2 * i - 1] = ids[i]
@@ -107,11 +117,15 @@ class CallboardRedisBroker(RedisBroker):
         super().__init__(url=url, middleware=middleware, **options)
         self.wakeups = WakeUps(self.client, self.namespace + ":callboard.wakeup")
         self._notify = self.client.register_script(NOTIFY_SCRIPT)
-        self._fetch = self.client.register_script(FETCH_SCRIPT)
+        self._ack_fetch = self.client.register_script(ACK_FETCH_SCRIPT)
         self._replace_body = self.client.register_script(REPLACE_BODY_SCRIPT)
         self._bulk_enqueue = self.client.register_script(BULK_ENQUEUE_SCRIPT)
         self.stopping = threading.Event()
         self._consumers: weakref.WeakSet[_CallboardRedisConsumer] = weakref.WeakSet()
+        # Acks waiting for their queue's consumer thread; kept here, not in a consumer, so a
+        # consumer restarted after a connection error still sends its predecessor's acks.
+        self._pending_acks: dict[str, list[str]] = {}
+        self._acks_lock = threading.Lock()
 
     @property
     def consumer_class(self) -> type[Consumer]:
@@ -167,7 +181,7 @@ class CallboardRedisBroker(RedisBroker):
         self.stopping.set()
         self.wakeups.wake_all()
         for consumer in list(self._consumers):
-            consumer._capacity.set()
+            consumer._nudge.set()
 
     def hand_back_unacked(self) -> int:
         """Requeue every message this broker instance fetched and has not acked; returns the count.
@@ -175,6 +189,7 @@ class CallboardRedisBroker(RedisBroker):
         Called when a worker stops: messages still running past the shutdown timeout go back to
         their queues at once instead of waiting for Dramatiq's heartbeat-based recovery.
         """
+        self.flush_acks()  # a finished message must not be handed back to run again
         count = 0
         for queue_name in self.get_declared_queues() | self.get_declared_delay_queues():
             acks_key = f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
@@ -183,6 +198,49 @@ class CallboardRedisBroker(RedisBroker):
                 self.do_requeue(queue_name, *ids)
                 count += len(ids)
         return count
+
+    def defer_ack(self, queue_name: str, redis_id: str) -> None:
+        """Record an ack for ``queue_name``'s consumer thread to send with its next fetch."""
+        with self._acks_lock:
+            self._pending_acks.setdefault(queue_name, []).append(redis_id)
+
+    def take_acks(self, queue_name: str) -> list[str]:
+        """The acks waiting for ``queue_name``, removed from the waiting list."""
+        with self._acks_lock:
+            return self._pending_acks.pop(queue_name, [])
+
+    def restore_acks(self, queue_name: str, redis_ids: list[str]) -> None:
+        """Put back acks that could not be sent (the connection failed); they go with the next."""
+        if redis_ids:
+            with self._acks_lock:
+                self._pending_acks.setdefault(queue_name, [])[:0] = redis_ids
+
+    def ack_and_fetch(self, queue_name: str, acks: list[str], count: int) -> list[tuple[str, bytes | None]]:
+        """Ack ``acks``, then fetch up to ``count`` messages of ``queue_name`` as (Redis id, body)
+        pairs, in one script call that also beats this worker's heartbeat.
+
+        Dramatiq's fetch returns bodies without their ids, so a body that does not decode could
+        never be dead-lettered; this script returns both.
+        """
+        if self._should_do_maintenance("fetch"):
+            # Maintenance (requeueing dead workers' messages) runs through Dramatiq's script.
+            self.do_qsize(queue_name)
+        flat = self._ack_fetch(
+            keys=[self.namespace],
+            args=[current_millis(), queue_name, self.broker_id, min(count, self._max_unpack_size()), *acks],
+        )
+        return [(_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+
+    def flush_acks(self) -> None:
+        """Send every waiting ack now (shutdown, hand-back)."""
+        for queue_name in list(self._pending_acks):
+            acks = self.take_acks(queue_name)
+            if acks:
+                try:
+                    self.ack_and_fetch(queue_name, acks, 0)
+                except redis.ConnectionError:
+                    self.restore_acks(queue_name, acks)
+                    raise
 
     def fetch_dead(self, limit: int) -> list[DeadEntry]:
         """Up to ``limit`` entries of the declared queues' dead-letter queues, oldest first.
@@ -267,28 +325,30 @@ def _text(value: bytes | str) -> str:
 
 
 class _CallboardRedisConsumer(_RedisConsumer):
-    """Dramatiq's Redis consumer, waiting on events instead of sleeping, honouring dispositions,
-    recording why a message died, and dead-lettering bodies that do not decode."""
+    """Dramatiq's Redis consumer, waiting on events instead of sleeping, batching acks,
+    honouring dispositions, recording why a message died, and dead-lettering bodies that do not
+    decode."""
+
+    broker: CallboardRedisBroker
 
     def __init__(self, broker: CallboardRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
-        self._wakeup = broker.wakeups.event(queue_name)
-        self._capacity = threading.Event()
+        # Set when there is something to do: a producer's wake-up, an ack, a shutdown.
+        self._nudge = threading.Event()
+        broker.wakeups.subscribe(queue_name, self._nudge)
         broker._consumers.add(self)
 
     def ack(self, message: MessageProxy) -> None:
         disposition = disposition_of(message)
-        if disposition is Disposition.RELEASED:
-            self.queued_message_ids.discard(message.message_id)
-        elif disposition is Disposition.REQUEUE:
+        if disposition is Disposition.REQUEUE:
             try:
                 self.broker.do_requeue(self.queue_name, message.options["redis_message_id"])
             except redis.ConnectionError as error:
                 raise ConnectionClosed(error) from None
-            self.queued_message_ids.discard(message.message_id)
-        else:
-            super().ack(message)
-        self._capacity.set()
+        elif disposition is not Disposition.RELEASED:
+            self.broker.defer_ack(self.queue_name, message.options["redis_message_id"])
+        self.queued_message_ids.discard(message.message_id)
+        self._nudge.set()
 
     def nack(self, message: MessageProxy) -> None:
         if disposition_of(message) is Disposition.RELEASED:
@@ -305,7 +365,18 @@ class _CallboardRedisConsumer(_RedisConsumer):
             except redis.ConnectionError as error:
                 raise ConnectionClosed(error) from None
             super().nack(message)
-        self._capacity.set()
+        self._nudge.set()
+
+    def close(self) -> None:
+        """Send this queue's waiting acks before the consumer goes away."""
+        acks = self.broker.take_acks(self.queue_name)
+        if acks:
+            try:
+                self.broker.ack_and_fetch(self.queue_name, acks, 0)
+            except redis.ConnectionError as error:
+                self.broker.restore_acks(self.queue_name, acks)
+                raise ConnectionClosed(error) from None
+        super().close()
 
     def _reject_undecodable(self, redis_id: str) -> None:
         log_event(logger, logging.ERROR, "message.undecodable", queue=self.queue_name, redis_id=redis_id)
@@ -326,37 +397,22 @@ class _CallboardRedisConsumer(_RedisConsumer):
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
 
-                free = self.prefetch - self.outstanding_message_count
-                if free <= 0:
-                    # Every prefetched message is still running: wait for an ack, not for Redis.
-                    self._capacity.clear()
-                    if self.prefetch - self.outstanding_message_count <= 0:
-                        self._capacity.wait(self._wait_seconds())
-                    return None
-
-                self._wakeup.clear()
-                self.message_cache = self._fetch(free)
+                # Clear before looking: an ack or wake-up from now on makes the wait return.
+                self._nudge.clear()
+                acks = self.broker.take_acks(self.queue_name)
+                free = max(self.prefetch - self.outstanding_message_count, 0)
+                if acks or free:
+                    try:
+                        self.message_cache = self.broker.ack_and_fetch(self.queue_name, acks, free)
+                    except redis.ConnectionError:
+                        self.broker.restore_acks(self.queue_name, acks)
+                        raise
                 if not self.message_cache:
-                    self._wakeup.wait(self._wait_seconds())
+                    # Nothing to run, or every prefetched message still running: wait for news.
+                    self._nudge.wait(self._wait_seconds())
                     return None
         except redis.ConnectionError as error:
             raise ConnectionClosed(error) from None
 
     def _wait_seconds(self) -> float:
         return SHUTDOWN_POLL if self.broker.stopping.is_set() else self.timeout / 1000
-
-    def _fetch(self, count: int) -> list[tuple[str, bytes | None]]:
-        """Fetch up to ``count`` messages as (Redis id, body) pairs.
-
-        Dramatiq's fetch returns bodies without their ids, so a body that does not decode could
-        never be dead-lettered; this script returns both. Queue maintenance (requeueing dead
-        workers' messages) still runs through Dramatiq's script at Dramatiq's rate.
-        """
-        broker = self.broker
-        if broker._should_do_maintenance("fetch"):
-            broker.do_qsize(self.queue_name)
-        flat = broker._fetch(
-            keys=[broker.namespace],
-            args=[current_millis(), self.queue_name, broker.broker_id, min(count, broker._max_unpack_size())],
-        )
-        return [(_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]

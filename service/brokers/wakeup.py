@@ -34,23 +34,23 @@ end
 
 
 class WakeUps:
-    """Per-queue events set by producers' notifications; one listener thread, started on first use."""
+    """Events set by producers' notifications of their queue; one listener thread per process."""
 
     def __init__(self, client: redis.Redis, channel: str) -> None:
         self._client = client
         self.channel = channel
-        self._events: defaultdict[str, threading.Event] = defaultdict(threading.Event)
+        self._events: defaultdict[str, set[threading.Event]] = defaultdict(set)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
 
-    def event(self, queue_name: str) -> threading.Event:
-        """The event set whenever a producer notifies ``queue_name``; starts the listener."""
+    def subscribe(self, queue_name: str, event: threading.Event) -> None:
+        """Set ``event`` whenever a producer notifies ``queue_name``; starts the listener."""
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._listen, name="callboard-wakeup", daemon=True)
                 self._thread.start()
-            return self._events[queue_name]
+            self._events[queue_name].add(event)
 
     def stop(self) -> None:
         """Ask the listener to stop; it exits at its next wake-up (at most one second)."""
@@ -67,7 +67,8 @@ class WakeUps:
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=1.0)
                     if message is not None:
-                        self._events[message["data"].decode()].set()
+                        for event in list(self._events.get(message["data"].decode(), ())):
+                            event.set()
             except (redis.ConnectionError, redis.TimeoutError, OSError) as error:
                 logger.debug("wake-up listener lost its connection: %s", error)
                 self.wake_all()
@@ -79,6 +80,7 @@ class WakeUps:
                     pubsub.close()
 
     def wake_all(self) -> None:
-        """Set every queue's event: consumers poll now (reconnects, shutdown)."""
-        for event in list(self._events.values()):
-            event.set()
+        """Set every subscribed event: consumers poll now (reconnects, shutdown)."""
+        for events in list(self._events.values()):
+            for event in list(events):
+                event.set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,7 +46,8 @@ def test_bulk_enqueue_keeps_order_across_chunks(broker: CallboardRedisBroker) ->
 
 
 def test_a_push_onto_a_short_queue_wakes_idle_consumers(broker: CallboardRedisBroker) -> None:
-    event = broker.wakeups.event("q")
+    event = threading.Event()
+    broker.wakeups.subscribe("q", event)
     wait_until(
         lambda: broker.client.pubsub_numsub(broker.wakeups.channel)[0][1] >= 1,
         message="the wake-up listener to subscribe",
