@@ -122,32 +122,25 @@ def _show(args: argparse.Namespace) -> int:
 def _requeue(args: argparse.Namespace) -> int:
     if bool(args.ids) == bool(args.all):
         raise BadInputError("give dead-letter IDs or --all (with optional filters), not both")
-    selection = _selection(args, ids=args.ids or None)
-    result = requeue(selection, get_broker(), keep_ids=bool(args.ids))
-    rows = [
-        {"id": dead_id, "message_id": message_id, "requeued": True}
-        for dead_id, message_id in result.sent.items()
-    ]
-    rows += [{"id": dead_id, "requeued": False, "error": why} for dead_id, why in result.skipped.items()]
+    result = requeue(_selection(args, ids=args.ids or None), get_broker(), keep_ids=bool(args.ids))
+    failed = dict(result.skipped)
+    for dead_id in args.ids:
+        if dead_id not in result.sent and dead_id not in failed:
+            failed[dead_id] = "not a dead letter waiting for requeue"
     if args.ids:
-        missing = set(args.ids) - set(result.sent) - set(result.skipped)
-        rows += [
-            {"id": dead_id, "requeued": False, "error": "not a dead letter waiting for requeue"}
-            for dead_id in sorted(missing)
-        ]
-    if args.json:
-        _emit(rows if args.ids else [{"requeued": result.count, "skipped": len(result.skipped)}], True, "")
+        rows = [{"id": i, "requeued": True, "message_id": m} for i, m in result.sent.items()]
+        rows += [{"id": i, "requeued": False, "error": why} for i, why in sorted(failed.items())]
     else:
-        for row in rows:
-            status = (
-                f"requeued as {row['message_id']}" if row["requeued"] else f"not requeued: {row['error']}"
-            )
-            print(f"{row['id']}: {status}")
-        print(
-            f"{result.count} requeued, {len(rows) - len(result.sent) if args.ids else len(result.skipped)} "
-            "not requeued"
-        )
-    return 0 if not result.skipped and all(row["requeued"] for row in rows) else 1
+        rows = [{"requeued": result.count, "not_requeued": len(failed)}]
+    if args.json:
+        _emit(rows, True, "")
+    else:
+        for dead_id, message_id in result.sent.items():
+            print(f"{dead_id}: requeued as {message_id}")
+        for dead_id, why in sorted(failed.items()):
+            print(f"{dead_id}: not requeued: {why}")
+        print(f"{result.count} requeued, {len(failed)} not requeued")
+    return 1 if failed else 0
 
 
 def _purge(args: argparse.Namespace) -> int:
