@@ -14,11 +14,12 @@ from typing import Any
 import pika
 from dramatiq.broker import Consumer, MessageProxy
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
-from dramatiq.common import xq_name
+from dramatiq.common import dq_name, xq_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
 from service.brokers.disposition import Disposition, disposition_of
+from service.brokers.stats import QueueStats
 from service.deadletters.capture import DeadEntry, dead_body
 
 
@@ -48,6 +49,18 @@ class CallboardRabbitmqBroker(RabbitmqBroker):
     def hand_back_unacked(self) -> int:
         """Nothing to do: RabbitMQ requeues unacked messages when the consumer's connection closes."""
         return 0
+
+    def queue_stats(self, queue_name: str) -> QueueStats:
+        """Waiting and delayed counts from passive declares (RabbitMQ does not show message ages,
+        and counts a delayed message held by a worker as unacked, not as waiting)."""
+        counts = []
+        for name in (queue_name, dq_name(queue_name)):
+            try:
+                counts.append(self.channel.queue_declare(name, passive=True).method.message_count)
+            except pika.exceptions.ChannelClosedByBroker:  # never declared: nothing in it
+                del self.channel
+                counts.append(0)
+        return QueueStats(queue_name, counts[0], None, counts[1], None)
 
     def publish_dead(self, queue_name: str, body: bytes) -> None:
         """Publish ``body`` straight to ``queue_name``'s dead-letter queue (confirmed)."""

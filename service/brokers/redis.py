@@ -31,6 +31,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from service.brokers.disposition import Disposition, disposition_of
+from service.brokers.stats import QueueStats
 from service.brokers.wakeup import NOTIFY_BELOW, NOTIFY_SCRIPT, WakeUps
 from service.deadletters.capture import DeadEntry, dead_body
 from service.logs import log_event
@@ -242,6 +243,25 @@ class CallboardRedisBroker(RedisBroker):
                     self.restore_acks(queue_name, acks)
                     raise
 
+    def queue_stats(self, queue_name: str) -> QueueStats:
+        """How many messages of ``queue_name`` wait, run, are delayed; the oldest waiting one's age.
+
+        Every stored body stays in ``<queue>.msgs`` until acked, so its size minus the list's
+        length counts messages in flight (fetched by a worker), prefetched ones included.
+        """
+        key = f"{self.namespace}:{queue_name}"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.llen(key)
+        pipe.hlen(f"{key}.msgs")
+        pipe.hlen(f"{key}.DQ.msgs")
+        pipe.lindex(key, 0)
+        waiting, stored, delayed, oldest_id = pipe.execute()
+        oldest_age = None
+        if oldest_id is not None:
+            body = self.client.hget(f"{key}.msgs", oldest_id)
+            oldest_age = _age_of(body)
+        return QueueStats(queue_name, waiting, max(stored - waiting, 0), delayed, oldest_age)
+
     def fetch_dead(self, limit: int) -> list[DeadEntry]:
         """Up to ``limit`` entries of the declared queues' dead-letter queues, oldest first.
 
@@ -318,6 +338,13 @@ class CallboardRedisBroker(RedisBroker):
             for script in {call[0] for call in missing}:
                 script.sha = self.client.script_load(script.script)
             self._run_scripts(missing)
+
+
+def _age_of(body: Any) -> float | None:
+    try:
+        return max(current_millis() - Message.decode(body).message_timestamp, 0) / 1000 if body else None
+    except Exception:  # an undecodable body has no timestamp
+        return None
 
 
 def _text(value: bytes | str) -> str:
