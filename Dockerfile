@@ -1,8 +1,8 @@
 # syntax=docker/dockerfile:1
 #
 # Callboard's image: `callboard worker` by default; any other command as arguments, e.g.
-#   docker run IMAGE scheduler
-#   docker run -e CALLBOARD_BROKER_URL=redis://redis:6379/0 IMAGE send periodic_health_check
+#   docker run -e CALLBOARD_BROKER_URL=redis://redis:6379/0 IMAGE worker --queues critical
+#   docker run -e CALLBOARD_BROKER_URL=redis://redis:6379/0 IMAGE send ping
 #
 # Two stages: the builder installs the locked dependencies and the project into a venv at
 # /opt/venv; the final image copies that venv only. Every dependency installs from a wheel

@@ -11,6 +11,6 @@ from config.settings import get_settings
 from service import runtime
 from service.logs import configure_logging
 
-configure_logging(get_settings().log_level, get_settings().log_format)
+configure_logging(get_settings())
 broker = runtime.get_broker()
 runtime.load_actors()

@@ -15,6 +15,13 @@ import threading
 import time
 from typing import Any
 
+import dramatiq
+from dramatiq import Message
+from dramatiq.broker import MessageProxy
+
+from config.settings import Settings
+from service.redaction import Redactor, sensitive_values
+
 #: The context of the message the current thread is running, if any.
 _context = threading.local()
 
@@ -61,6 +68,8 @@ class JsonFormatter(logging.Formatter):
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exc_info"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exc_info"] = record.exc_text
         return json.dumps(entry, default=str)
 
 
@@ -78,15 +87,65 @@ class ConsoleFormatter(logging.Formatter):
             line += f"  {pairs}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
+        elif record.exc_text:
+            line += "\n" + record.exc_text
         return line
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Send all logs to stderr in ``fmt`` (``json`` or ``console``) at ``level``; idempotent."""
+class MessageRedactingFilter(logging.Filter):
+    """Keep message arguments out of log lines.
+
+    Dramatiq logs whole messages (``Failed to process message send_welcome('ann@example.com')``,
+    skipped messages) and their tracebacks, whose exception text may repeat an argument. A record
+    carrying a message gets ``actor(message id)`` instead, and its traceback has the values of the
+    actor's sensitive arguments (``CALLBOARD_SENSITIVE_FIELDS``) replaced by ``[redacted]``.
+    """
+
+    def __init__(self, sensitive_fields: list[str]) -> None:
+        super().__init__()
+        self.redactor = Redactor(sensitive_fields)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.args, tuple) or not any(_is_message(arg) for arg in record.args):
+            return True
+        values: list[str] = []
+        safe_args: list[object] = []
+        for arg in record.args:
+            if isinstance(arg, Message | MessageProxy):
+                values += _sensitive_values_of(self.redactor, arg)
+                safe_args.append(f"{arg.actor_name}({arg.message_id})")
+            else:
+                safe_args.append(arg)
+        record.args = tuple(safe_args)
+        if record.exc_info:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = Redactor.scrub(text, values)
+            record.exc_info = None
+        return True
+
+
+def _is_message(value: object) -> bool:
+    return isinstance(value, Message | MessageProxy)
+
+
+def _sensitive_values_of(redactor: Redactor, message: Any) -> list[str]:
+    try:
+        fn = dramatiq.get_broker().get_actor(message.actor_name).fn
+    except Exception:  # unknown actor: keyword names can still be judged
+        fn = None
+    return sensitive_values(redactor, fn, message.args, message.kwargs)
+
+
+def configure_logging(settings: Settings) -> None:
+    """Send all logs to stderr in ``CALLBOARD_LOG_FORMAT`` at ``CALLBOARD_LOG_LEVEL``; idempotent.
+
+    Records that carry a message are redacted (:class:`MessageRedactingFilter`).
+    """
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else ConsoleFormatter())
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else ConsoleFormatter())
+    handler.addFilter(MessageRedactingFilter(settings.sensitive_fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    # Dramatiq logs every restart and skipped message at INFO/WARNING already; keep its debug quiet.
+    root.setLevel(settings.log_level)
+    # pika logs every connection step at INFO.
     logging.getLogger("pika").setLevel(logging.WARNING)

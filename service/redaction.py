@@ -94,6 +94,15 @@ class Redactor:
         return text
 
 
+def sensitive_values(
+    redactor: Redactor, fn: Callable[..., Any] | None, args: Sequence[Any], kwargs: dict[str, Any]
+) -> list[str]:
+    """The values of ``fn``'s sensitive arguments in a call, as strings (for :meth:`Redactor.scrub`)."""
+    found: list[str] = []
+    redactor.redact_call(fn, args, kwargs, found)
+    return found
+
+
 def _collect(value: Any, found: list[str] | None) -> None:
     if found is None:
         return

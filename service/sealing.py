@@ -9,6 +9,7 @@ string; all processes of a deployment must share it) or, when unset, from
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import secrets
@@ -37,12 +38,24 @@ def _fernet_for(configured: str | None, data_dir: str) -> Fernet:
     else:
         path = Path(data_dir) / "secret.key"
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(descriptor, "w") as handle:
-                handle.write(secrets.token_urlsafe(32))
+            _create_key_file(path)
         secret = path.read_bytes().strip()
     return Fernet(base64.urlsafe_b64encode(hashlib.sha256(secret).digest()))
+
+
+def _create_key_file(path: Path) -> None:
+    # Written in full under a temporary name, then linked into place: a process racing us sees
+    # either no key file or a complete one, and exactly one key wins.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(32))
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        temporary.unlink()
 
 
 def seal(data: bytes, settings: Settings | None = None) -> str:

@@ -2,7 +2,8 @@
 
 Both validate before anything reaches the broker: the actor must exist, the arguments must fit
 its signature and encode as JSON. Both put a ``request_id`` in the message options (the caller's,
-or a new one) so logs can follow one request across actors.
+else the one of the message running on this thread, so a chain of actors shares one id, else a
+new one) so logs can follow one request across actors.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dramatiq.errors import ActorNotFound, BrokerConnectionError
 
 from config.queues import QUEUES
 from service.errors import BadArgumentsError, BrokerUnavailableError, UnknownActorError
+from service.logs import message_context
 from service.runtime import get_broker, load_actors
 
 #: Messages per pipelined round trip in :func:`send_many`.
@@ -125,7 +127,7 @@ def send_many(
     kwargs_items = list(kwargs_list) if kwargs_list is not None else [{}] * len(args_items)
     if len(kwargs_items) != len(args_items):
         raise BadArgumentsError(f"{actor_name}: {len(args_items)} args but {len(kwargs_items)} kwargs")
-    request_id = request_id or uuid.uuid4().hex
+    request_id = request_id or (message_context() or {}).get("request_id") or uuid.uuid4().hex
     messages = [
         build_message(actor, args, kwargs, queue=queue, request_id=request_id, options=options)
         for args, kwargs in zip(args_items, kwargs_items, strict=True)

@@ -26,8 +26,8 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     1. ``MessageContext``: first in, last out, so every other hook logs with the message's context.
     2. ``DeadLetterMover``: drains the broker's dead-letter queues into the store (a thread).
     3. ``Callbacks``, ``Pipelines``, ``ShutdownNotifications`` (Dramatiq's): ``on_success`` /
-       ``on_failure``, ``pipeline()``, ``notify_shutdown`` work as in plain Dramatiq. Their
-       ``after`` hooks run after Retries', so ``on_failure`` sees the final verdict.
+       ``on_failure``, ``pipeline()``, ``notify_shutdown`` work as in plain Dramatiq (as there,
+       ``on_failure`` fires after every failed attempt, retried ones included).
     4. ``Expiry``: skips messages past their ``max_age`` before any work (not a failure).
     5. ``Retries``: decides retry or death after the actor and the hooks below have run.
     6. ``Recycle``: counts messages for process recycling.

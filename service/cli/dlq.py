@@ -8,13 +8,16 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pika
+import redis
+from dramatiq.errors import BrokerConnectionError
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.durations import parse_duration
 from service.cli.output import print_rows
 from service.deadletters import store
 from service.deadletters.requeue import requeue
-from service.errors import BadInputError, CallboardError
+from service.errors import BadInputError, BrokerUnavailableError, CallboardError
 from service.runtime import get_broker
 
 LIST_COLUMNS = ("id", "queue", "actor", "reason", "attempts", "failed_at", "state", "exception")
@@ -90,6 +93,8 @@ def run_dlq(args: argparse.Namespace) -> int:
         return _COMMANDS[args.dlq_command](args)
     except SQLAlchemyError as error:
         raise CallboardError(f"dead-letter store unavailable: {str(error).splitlines()[0]}") from None
+    except (BrokerConnectionError, redis.RedisError, pika.exceptions.AMQPError, OSError) as error:
+        raise BrokerUnavailableError(f"broker unavailable: {error}") from None
 
 
 def _list(args: argparse.Namespace) -> int:

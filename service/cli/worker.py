@@ -66,7 +66,7 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
 def run_worker(args: argparse.Namespace) -> int:
     """Run worker processes on the configured broker until SIGTERM."""
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings)
     if not settings.broker_url and not EmbeddedRedis(settings.data_dir).is_running():
         raise ConfigurationError(
             "CALLBOARD_BROKER_URL is not set and no embedded Redis is running (use `callboard dev`)"
@@ -80,7 +80,7 @@ def run_dev(args: argparse.Namespace) -> int:
     os.environ.setdefault("CALLBOARD_LOG_FORMAT", "console")
     get_settings.cache_clear()
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings)
     embedded = None if settings.broker_url else EmbeddedRedis(settings.data_dir)
     if embedded is not None:
         url = embedded.start()

@@ -127,7 +127,8 @@ def to_row(entry: DeadEntry, broker: Broker, settings: Settings) -> dict[str, An
     args, kwargs = redactor.redact_call(fn, message.args, message.kwargs, found)
     clean_options = redactor.redact(options, found)
     options_text = Redactor.scrub(json.dumps(clean_options, default=str), found)
-    sealed = seal(json.dumps({"args": list(message.args), "kwargs": message.kwargs}).encode(), settings)
+    payload = {"args": list(message.args), "kwargs": message.kwargs, "options": options}
+    sealed = seal(json.dumps(payload, default=str).encode(), settings)
     return _storable(
         {
             "dedupe_key": f"{message.message_id}:{options.get('retries', 0)}",

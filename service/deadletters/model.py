@@ -32,6 +32,7 @@ class DeadLetter(Base):
     __table_args__ = (
         Index("ix_callboard_dead_letters_state_id", "state", "id"),
         Index("ix_callboard_dead_letters_last_failed_at", "last_failed_at"),
+        {"sqlite_autoincrement": True},  # never reuse a purged dead letter's id
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -8,6 +8,7 @@ and recording, the next run sends again under the same id, which idempotency can
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections.abc import Callable
@@ -48,9 +49,9 @@ def _message(row: DeadLetter, token: str, settings: Settings) -> Message[Any]:
     if row.sealed_payload is None:
         raise CallboardError("the body was not a decodable message; nothing to requeue")
     payload = json.loads(unseal(row.sealed_payload, settings))
-    options = {
-        key: value for key, value in json.loads(row.options or "{}").items() if key not in _DROPPED_OPTIONS
-    }
+    # The original options are sealed with the arguments (the readable copy is redacted).
+    original = payload.get("options", json.loads(row.options or "{}"))
+    options = {key: value for key, value in original.items() if key not in _DROPPED_OPTIONS}
     options["requeued_from"] = row.id
     return Message(
         queue_name=row.queue,
@@ -81,6 +82,8 @@ def requeue(
     token = str(uuid.uuid4())
     result = RequeueResult()
     enqueue_many = getattr(broker, "enqueue_many", None)
+    # Rows a killed run left "requeuing" are selected too; claim() takes them only once stale.
+    selection = dataclasses.replace(selection, state=("dead", "requeuing"))
     for batch in store.iter_batches(selection, batch_size, url):
         rows = store.claim([row.id for row in batch], token, url)
         messages: list[Message[Any]] = []

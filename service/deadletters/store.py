@@ -32,7 +32,7 @@ class Selection:
     reason: str | None = None
     since: datetime | None = None  # failed at or after
     older_than: datetime | None = None  # failed before
-    state: str | None = "dead"
+    state: str | tuple[str, ...] | None = "dead"  # one state, any of several, or any
 
     def apply(self, query: Select[Any]) -> Select[Any]:
         """``query`` restricted to this selection."""
@@ -43,10 +43,13 @@ class Selection:
             (DeadLetter.queue, self.queue),
             (DeadLetter.actor, self.actor),
             (DeadLetter.reason, self.reason),
-            (DeadLetter.state, self.state),
         ):
             if value is not None:
                 conditions.append(column == value)
+        if isinstance(self.state, tuple):
+            conditions.append(DeadLetter.state.in_(self.state))
+        elif self.state is not None:
+            conditions.append(DeadLetter.state == self.state)
         if self.since is not None:
             conditions.append(DeadLetter.last_failed_at >= self.since)
         if self.older_than is not None:

@@ -29,11 +29,13 @@ from dramatiq import Broker, Middleware
 from dramatiq.errors import Retry
 
 from config.policies import DEFAULT_POLICY
+from config.settings import get_settings
 from service.brokers.disposition import Disposition, mark
 from service.deadletters.capture import mark_dead
 from service.logs import log_event
 from service.middleware.options import option
 from service.middleware.time_limits import HardTimeLimitExceeded
+from service.redaction import Redactor, sensitive_values
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,17 @@ def _arguments_fit(broker: Broker, message: Any) -> bool:
     return True
 
 
+def safe_summary(broker: Broker, message: Any, exception: BaseException) -> str:
+    """:func:`error_summary` with the values of the message's sensitive arguments redacted."""
+    try:
+        fn = broker.get_actor(message.actor_name).fn
+    except Exception:
+        fn = None
+    redactor = Redactor(get_settings().sensitive_fields)
+    values = sensitive_values(redactor, fn, message.args, message.kwargs)
+    return Redactor.scrub(error_summary(exception), values) or ""
+
+
 def error_summary(exception: BaseException, limit: int = 500) -> str:
     """``Type: message`` of ``exception``, cut to ``limit`` characters."""
     return f"{type(exception).__name__}: {exception}"[:limit]
@@ -78,10 +91,10 @@ class Retries(Middleware):
         retries = message.options.get("retries", 0)
         throws = option(broker, message, "throws")
         if throws and isinstance(exception, throws):
-            self._give_up(message, "non_retryable", exception, retries)
+            self._give_up(broker, message, "non_retryable", exception, retries)
             return
         if isinstance(exception, TypeError) and not _arguments_fit(broker, message):
-            self._give_up(message, "bad_arguments", exception, retries)
+            self._give_up(broker, message, "bad_arguments", exception, retries)
             return
         retry_when = option(broker, message, "retry_when")
         if retry_when is not None:
@@ -90,7 +103,7 @@ class Retries(Middleware):
             again = retries < option(broker, message, "max_retries", DEFAULT_POLICY.max_retries)
         if not again:
             reason = "time_limit" if isinstance(exception, HardTimeLimitExceeded) else "exhausted"
-            self._give_up(message, reason, exception, retries)
+            self._give_up(broker, message, reason, exception, retries)
             return
 
         delay: float
@@ -104,10 +117,11 @@ class Retries(Middleware):
             )
         delay = int(min(delay, MAX_DELAY_MS))
         now = int(time.time() * 1000)
+        summary = safe_summary(broker, message, exception)
         retry = message.copy(
             options={
                 "retries": retries + 1,
-                "last_error": error_summary(exception),
+                "last_error": summary,
                 "requeue_timestamp": now,
                 "first_failed_at": message.options.get("first_failed_at", now),
             }
@@ -119,9 +133,11 @@ class Retries(Middleware):
             mark(message, Disposition.REQUEUE)
             log_event(logger, logging.ERROR, "message.retry_failed", error=error_summary(error))
             return
-        log_event(logger, logging.INFO, "message.retried", delay_ms=delay, error=error_summary(exception))
+        log_event(logger, logging.INFO, "message.retried", delay_ms=delay, error=summary)
 
-    def _give_up(self, message: Any, reason: str, exception: BaseException, retries: int) -> None:
+    def _give_up(
+        self, broker: Broker, message: Any, reason: str, exception: BaseException, retries: int
+    ) -> None:
         mark_dead(message, reason, exception, retries + 1)
         log_event(
             logger,
@@ -129,5 +145,5 @@ class Retries(Middleware):
             "message.dead",
             reason=reason,
             attempts=retries + 1,
-            error=error_summary(exception),
+            error=safe_summary(broker, message, exception),
         )

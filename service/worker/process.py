@@ -69,7 +69,7 @@ def run_worker_process(options: WorkerOptions, announce: Callable[[str], None] |
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, hurry)
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings)
     try:
         broker = runtime.get_broker()
         broker.emit_after("process_boot")

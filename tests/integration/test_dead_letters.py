@@ -299,3 +299,46 @@ def test_a_poison_flood_sends_one_alert(producer: Broker, start_worker: StartWor
         message="an empty queue",
     )
     assert len(entries("alerts", "alert")) == 1
+
+
+@pytest.mark.usefixtures("operator_env")
+def test_logs_never_show_a_sensitive_argument(producer: Broker, start_worker: StartWorker) -> None:
+    # Given a message whose actor fails with its secrets in the exception text, and retries once
+    email, password = "jane.roe@example.com", "correct-horse-battery"
+    worker = start_worker()
+    send(
+        "tb_secret",
+        ["logged"],
+        {"email": email, "password": password},
+        max_retries=1,
+        min_backoff=10,
+        max_backoff=20,
+    )
+    # When it has failed twice and died
+    worker.wait_for_event("message.dead", timeout=30)
+    # Then no log line carries the values, though the failures are logged with their errors
+    text = worker.log_path.read_text()
+    assert email not in text and password not in text
+    assert worker.events("message.retried")[0]["error"].startswith("ValueError: cannot mail [redacted]")
+    assert "tb_secret(" in text  # Dramatiq's own failure line, with the message id instead of arguments
+
+
+@pytest.mark.usefixtures("operator_env")
+def test_requeue_takes_over_a_claim_abandoned_by_a_killed_run(producer: Broker) -> None:
+    now = datetime.now(UTC)
+    store.store_new(
+        [
+            _row(
+                "abandoned",
+                now,
+                state="requeuing",
+                requeue_token="dead-run",
+                requeue_claimed_at=now - store.CLAIM_TIMEOUT - timedelta(minutes=1),
+            ),
+            _row("in-progress", now, state="requeuing", requeue_token="live-run", requeue_claimed_at=now),
+        ]
+    )
+    result = requeue(store.Selection(), producer)
+    assert result.count == 1
+    states = {row["message_id"]: row["state"] for row in dead()}
+    assert states == {"abandoned": "requeued", "in-progress": "requeuing"}

@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("requeue_claimed_at", TZ),
         sa.Column("requeued_at", TZ),
         sa.Column("requeued_message_id", sa.String(64)),
+        sqlite_autoincrement=True,  # never reuse a purged dead letter's id
     )
     for column in ("message_id", "queue", "actor", "reason", "requeue_token"):
         op.create_index(f"ix_callboard_dead_letters_{column}", "callboard_dead_letters", [column])
