@@ -213,26 +213,10 @@ def producer(
     broker_url: str, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Broker]:
     """This process as a producer on ``broker_url``: a Callboard broker with the test actors."""
-    import dramatiq
+    from tests.support.producer import producing_on
 
-    from config.settings import load_settings
-    from service import runtime
-    from service.brokers.factory import build_broker
-    from tests.support import records
-
-    monkeypatch.setenv("CALLBOARD_TEST_RECORD_URL", redis_url)
-    records._client = None
-    broker = build_broker(load_settings(data_dir=tmp_path / "var"), url=broker_url)
-    runtime.install(broker)
-    import tests.support.actors as test_actors
-
-    for value in vars(test_actors).values():
-        if isinstance(value, dramatiq.Actor) and value.broker is not broker:
-            value.broker = broker
-            broker.declare_actor(value)
-    yield broker
-    broker.close()
-    records._client = None
+    with producing_on(broker_url, redis_url, tmp_path / "var", monkeypatch) as broker:
+        yield broker
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import dramatiq
 from dramatiq import Broker
 
 from tests.integration.conftest import StartWorker
+from tests.support.producer import adopt_actors
 from tests.support.records import entries
 from tests.support.waiting import wait_until
 
@@ -16,10 +17,7 @@ def test_plain_dramatiq_actors_run_with_pipelines_and_callbacks(
 ) -> None:
     import tests.support.plain_actors as plain
 
-    for actor in (plain.plain_first, plain.plain_second, plain.plain_succeeded):
-        if actor.broker is not producer:
-            actor.broker = producer
-            producer.declare_actor(actor)
+    adopt_actors(plain, producer)
     start_worker(CALLBOARD_ACTOR_MODULES="tests.support.actors,tests.support.plain_actors")
     dramatiq.pipeline([plain.plain_first.message("piped"), plain.plain_second.message()]).run()
     plain.plain_first.send_with_options(args=("called",), on_success=plain.plain_succeeded)

@@ -26,6 +26,7 @@ from service import send
 from tests.conftest import unavailable
 from tests.integration.conftest import StartWorker
 from tests.support.processes import run_callboard
+from tests.support.producer import producing_on
 from tests.support.records import entries
 from tests.support.waiting import wait_until
 
@@ -179,25 +180,8 @@ def tls_producer(
     tls_redis: TlsRedis, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Broker]:
     """This process as a producer on the TLS Redis (``producer`` of tests/conftest.py, other URL)."""
-    import dramatiq
-
-    import tests.support.actors as test_actors
-    from config.settings import load_settings
-    from service import runtime
-    from service.brokers.factory import build_broker
-    from tests.support import records
-
-    monkeypatch.setenv("CALLBOARD_TEST_RECORD_URL", redis_url)
-    records._client = None
-    broker = build_broker(load_settings(data_dir=tmp_path / "var"), url=tls_redis.url())
-    runtime.install(broker)
-    for value in vars(test_actors).values():
-        if isinstance(value, dramatiq.Actor) and value.broker is not broker:
-            value.broker = broker
-            broker.declare_actor(value)
-    yield broker
-    broker.close()
-    records._client = None
+    with producing_on(tls_redis.url(), redis_url, tmp_path / "var", monkeypatch) as broker:
+        yield broker
 
 
 def test_worker_and_producer_run_a_message_over_rediss_with_a_password(
