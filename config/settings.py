@@ -92,10 +92,21 @@ class Settings(BaseSettings):
         default=None,
         description="Key that seals dead letters' original arguments; unset: <data_dir>/secret.key.",
     )
+    schedule_file: Path = Field(
+        default=Path(__file__).with_name("schedule.toml"),
+        description="The periodic schedule (TOML); the shipped config/schedule.toml by default.",
+    )
+    scheduler_lease: float = Field(
+        default=15.0,
+        gt=0,
+        description="Seconds a scheduler leader's lease lasts; a standby takes over after.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
     log_format: Literal["json", "console"] = Field(default="json")
 
-    @field_validator("dlq_retention", "dlq_drain_interval", "dlq_alert_interval", mode="before")
+    @field_validator(
+        "dlq_retention", "dlq_drain_interval", "dlq_alert_interval", "scheduler_lease", mode="before"
+    )
     @classmethod
     def _durations(cls, value: object) -> object:
         return parse_duration(value) if isinstance(value, str) else value
