@@ -60,11 +60,30 @@ end
 redis.call("rpush", queue, unpack(ids))
 """
 
-#: Replace a stored body only if the message is still stored (never resurrect an acked one).
-REPLACE_BODY_SCRIPT = """
-if redis.call("hexists", KEYS[1], ARGV[1]) == 1 then
-    redis.call("hset", KEYS[1], ARGV[1], ARGV[2])
+#: Dramatiq's "nack" (move a fetched message to the dead-letter queue) storing the body with its
+#: ``dead`` reason instead of the original. KEYS: acks set, queue hash, XQ zset, XQ hash.
+#: ARGV: message id, new body, timestamp (ms).
+DEAD_NACK_SCRIPT = """
+if redis.call("srem", KEYS[1], ARGV[1]) > 0 and redis.call("hexists", KEYS[2], ARGV[1]) == 1 then
+    redis.call("zadd", KEYS[3], ARGV[3], ARGV[1])
+    redis.call("hset", KEYS[4], ARGV[1], ARGV[2])
+    redis.call("hdel", KEYS[2], ARGV[1])
 end
+"""
+
+#: The oldest ARGV[1] entries of a dead-letter queue with their bodies, skipping entries whose
+#: body another mover has already removed. KEYS[1]: the XQ zset (its hash is KEYS[1] .. ".msgs").
+READ_DEAD_SCRIPT = """
+local ids = redis.call("zrange", KEYS[1], 0, tonumber(ARGV[1]) - 1)
+local result = {}
+for i = 1, #ids do
+    local body = redis.call("hget", KEYS[1] .. ".msgs", ids[i])
+    if body then
+        result[#result + 1] = ids[i]
+        result[#result + 1] = body
+    end
+end
+return result
 """
 
 #: Ack a batch like Dramatiq's "ack" and fetch like its "fetch" (same keys, same heartbeat),
@@ -119,7 +138,8 @@ class CallboardRedisBroker(RedisBroker):
         self.wakeups = WakeUps(self.client, self.namespace + ":callboard.wakeup")
         self._notify = self.client.register_script(NOTIFY_SCRIPT)
         self._ack_fetch = self.client.register_script(ACK_FETCH_SCRIPT)
-        self._replace_body = self.client.register_script(REPLACE_BODY_SCRIPT)
+        self._read_dead = self.client.register_script(READ_DEAD_SCRIPT)
+        self._dead_nack = self.client.register_script(DEAD_NACK_SCRIPT)
         self._bulk_enqueue = self.client.register_script(BULK_ENQUEUE_SCRIPT)
         self.stopping = threading.Event()
         self._consumers: weakref.WeakSet[_CallboardRedisConsumer] = weakref.WeakSet()
@@ -197,8 +217,14 @@ class CallboardRedisBroker(RedisBroker):
             ids = [m.decode() if isinstance(m, bytes) else str(m) for m in self.client.smembers(acks_key)]
             if ids:
                 self.do_requeue(queue_name, *ids)
+                self.wake(queue_name)
                 count += len(ids)
         return count
+
+    def wake(self, queue_name: str) -> None:
+        """Wake idle consumers of ``queue_name`` in every process (messages were put back)."""
+        if not queue_name.endswith(".DQ"):
+            self.client.publish(self.wakeups.channel, queue_name)
 
     def defer_ack(self, queue_name: str, redis_id: str) -> None:
         """Record an ack for ``queue_name``'s consumer thread to send with its next fetch."""
@@ -271,12 +297,10 @@ class CallboardRedisBroker(RedisBroker):
         for queue_name in sorted(self.get_declared_queues()):
             if len(entries) >= limit:
                 break
-            key = f"{self.namespace}:{queue_name}.XQ"
-            refs: list[bytes] = self.client.zrange(key, 0, limit - len(entries) - 1)  # type: ignore[assignment]
-            ids = [_text(ref) for ref in refs]
-            if ids:
-                bodies = self.client.hmget(f"{key}.msgs", ids)
-                entries += [DeadEntry(ref, queue_name, body) for ref, body in zip(ids, bodies, strict=True)]
+            # Ids and bodies in one script: another mover may remove entries between two calls,
+            # and an id read without its body must not look like an undecodable message.
+            flat = self._read_dead(keys=[f"{self.namespace}:{queue_name}.XQ"], args=[limit - len(entries)])
+            entries += [DeadEntry(_text(flat[i]), queue_name, flat[i + 1]) for i in range(0, len(flat), 2)]
         return entries
 
     def forget_dead(self, entries: list[DeadEntry]) -> None:
@@ -370,6 +394,7 @@ class _CallboardRedisConsumer(_RedisConsumer):
         if disposition is Disposition.REQUEUE:
             try:
                 self.broker.do_requeue(self.queue_name, message.options["redis_message_id"])
+                self.broker.wake(self.queue_name)
             except redis.ConnectionError as error:
                 raise ConnectionClosed(error) from None
         elif disposition is not Disposition.RELEASED:
@@ -381,17 +406,23 @@ class _CallboardRedisConsumer(_RedisConsumer):
         if disposition_of(message) is Disposition.RELEASED:
             self.queued_message_ids.discard(message.message_id)
         else:
-            # Write the reason into the stored body first: the nack moves that body to the
-            # dead-letter queue, where it waits for the store even if the database is down.
-            redis_id = message.options["redis_message_id"]
+            # The body moves to the dead-letter queue with its reason, where it waits for the
+            # store even if the database is down.
+            broker, namespace, queue = self.broker, self.broker.namespace, self.queue_name
+            canonical = queue.removesuffix(".DQ")
             try:
-                self.broker._replace_body(
-                    keys=[f"{self.broker.namespace}:{self.queue_name}.msgs"],
-                    args=[redis_id, dead_body(message)],
+                broker._dead_nack(
+                    keys=[
+                        f"{namespace}:__acks__.{broker.broker_id}.{queue}",
+                        f"{namespace}:{queue}.msgs",
+                        f"{namespace}:{canonical}.XQ",
+                        f"{namespace}:{canonical}.XQ.msgs",
+                    ],
+                    args=[message.options["redis_message_id"], dead_body(message), current_millis()],
                 )
             except redis.ConnectionError as error:
                 raise ConnectionClosed(error) from None
-            super().nack(message)
+            self.queued_message_ids.discard(message.message_id)
         self._nudge.set()
 
     def close(self) -> None:

@@ -34,7 +34,9 @@ def get_engine(url: str | None = None) -> Engine:
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
                 engine = create_engine(url, connect_args={"timeout": 30})
             else:
-                engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+                # values_plus_batch: bulk UPDATEs (requeue) go in batches, not one statement a row.
+                options = {"executemany_mode": "values_plus_batch"} if "+psycopg2" in url else {}
+                engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, **options)
             _engines[url] = engine
         return engine
 

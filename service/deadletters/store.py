@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -117,22 +117,18 @@ def store_new(rows: Sequence[dict[str, Any]], url: str | None = None) -> list[St
     """Insert the rows whose ``dedupe_key`` is not stored yet; returns those inserted.
 
     Safe to call again with the same rows (a mover that died before removing them from the
-    broker): existing keys are skipped, and a concurrent insert of the same key is ignored.
+    broker), and from several movers at once: a key already stored is skipped, and only the rows
+    this call inserted are returned, so hooks and alerts count each dead letter once.
     """
     if not rows:
         return []
-    keys = [row["dedupe_key"] for row in rows]
+    unique = list({row["dedupe_key"]: row for row in rows}.values())
     with session(url) as db:
-        existing = set(db.scalars(select(DeadLetter.dedupe_key).where(DeadLetter.dedupe_key.in_(keys))))
-        fresh = list({row["dedupe_key"]: row for row in rows if row["dedupe_key"] not in existing}.values())
-        if fresh:
-            db.execute(_insert_ignoring_duplicates(db), fresh)
-        stored = db.execute(
-            select(DeadLetter.id, DeadLetter.queue, DeadLetter.actor, DeadLetter.reason).where(
-                DeadLetter.dedupe_key.in_([row["dedupe_key"] for row in fresh])
-            )
-        ).all()
-    return [Stored(*row) for row in stored]
+        statement = _insert_ignoring_duplicates(db).returning(
+            DeadLetter.id, DeadLetter.queue, DeadLetter.actor, DeadLetter.reason
+        )
+        stored = db.execute(statement, unique).all()
+    return sorted((Stored(*row) for row in stored), key=lambda dead: dead.id)
 
 
 def _insert_ignoring_duplicates(db: Session) -> Any:
@@ -141,7 +137,7 @@ def _insert_ignoring_duplicates(db: Session) -> Any:
         return postgresql.insert(DeadLetter).on_conflict_do_nothing(index_elements=["dedupe_key"])
     if dialect == "sqlite":
         return sqlite.insert(DeadLetter).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    return insert(DeadLetter)
+    raise NotImplementedError(f"dead letters need PostgreSQL or SQLite, not {dialect}")
 
 
 def list_dead(selection: Selection, limit: int = 100, url: str | None = None) -> list[dict[str, Any]]:
