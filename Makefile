@@ -27,6 +27,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/deadletters.py
 
 # Re-resolve the lock from pyproject.toml (with the test, lint and bench extras) in a clean venv.
 lock:

@@ -342,3 +342,47 @@ def test_requeue_takes_over_a_claim_abandoned_by_a_killed_run(producer: Broker) 
     assert result.count == 1
     states = {row["message_id"]: row["state"] for row in dead()}
     assert states == {"abandoned": "requeued", "in-progress": "requeuing"}
+
+
+def test_concurrent_movers_store_each_dead_letter_once(
+    redis_url: str, migrated_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis only: RabbitMQ hands each dead entry to one reader, so movers cannot race there."""
+    # Given 600 dead letters waiting in Redis's dead-letter queue, and two movers (two processes'
+    # brokers) draining at the same time in small batches
+    monkeypatch.setenv("CALLBOARD_DATABASE_URL", migrated_database_url)
+    monkeypatch.setenv("CALLBOARD_SECRET_KEY", "test-secret")
+    get_settings.cache_clear()
+    import redis as redis_client
+
+    from config.settings import load_settings
+    from service.brokers.factory import build_broker
+    from service.deadletters import hooks
+    from service.deadletters.mover import drain
+
+    pipe = redis_client.Redis.from_url(redis_url).pipeline()
+    for n in range(600):
+        body = raw_message("tb_fail", (f"race-{n}",), dead={"reason": "exhausted", "attempts": 1}).encode()
+        pipe.hset(f"dramatiq:{QUEUE}.XQ.msgs", f"race-{n}", body)
+        pipe.zadd(f"dramatiq:{QUEUE}.XQ", {f"race-{n}": n})
+    pipe.execute()
+    counted: list[str] = []
+    hooks.on_dead_lettered(lambda queue, actor, reason: counted.append(reason))
+    movers = [build_broker(load_settings(), url=redis_url) for _ in range(2)]
+    import tests.support.actors as test_actors
+    from tests.support.producer import adopt_actors
+
+    adopt_actors(test_actors, movers[0])
+    for mover in movers:
+        mover.declare_queue(QUEUE)
+    threads = [threading.Thread(target=drain, args=(mover,), kwargs={"batch_size": 50}) for mover in movers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    # Then every dead letter is stored once, none as a phantom, and counted once
+    rows = dead()
+    assert len(rows) == 600 and {row["reason"] for row in rows} == {"exhausted"}
+    assert len(counted) == 600
+    assert movers[0].client.zcard(f"dramatiq:{QUEUE}.XQ") == 0
+    hooks._dead_lettered.clear()
