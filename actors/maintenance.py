@@ -12,7 +12,7 @@ from service.logs import log_event
 logger = logging.getLogger(__name__)
 
 
-@actor(policy="maintenance")
+@actor(policy="maintenance", idempotent=True)
 def prune_history() -> None:
     """Delete dead letters older than ``CALLBOARD_DLQ_RETENTION`` and log how many."""
     removed = store.prune(get_settings().dlq_retention)

@@ -1,5 +1,9 @@
-"""``callboard schedule``: the periodic schedule. ``validate [--file PATH] [--json]`` checks the
-file against the registered actors and the queue catalogue.
+"""``callboard schedule``: the periodic schedule.
+
+``validate [--file PATH]`` checks the file against the registered actors and the queue catalogue;
+``list`` shows each entry's next fires, last fire and pause; ``run NAME`` fires an entry now;
+``pause NAME`` / ``resume NAME`` are stored for every replica; ``history NAME`` lists its fires.
+All take ``--json``.
 
 ``validate`` exits 0 for a valid schedule (warnings, one ``warning: ...`` line each, go to
 stderr) and 1 for an invalid or unreadable one, with each problem on its own line on stderr.
@@ -10,11 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from config.settings import get_settings
-from scheduler.schedule import Schedule, ScheduleError, load_schedule
+from scheduler import state
+from scheduler.daemon import send_entry
+from scheduler.schedule import Entry, Schedule, ScheduleError, load_schedule
+from scheduler.trigger import fire_times, parse_timezone
+from service.cli.output import print_rows
+from service.errors import BadInputError, BrokerUnavailableError
 from service.runtime import get_broker, load_actors
 
 EXIT_INVALID = 1
@@ -22,13 +32,28 @@ EXIT_INVALID = 1
 
 def register(commands: Any) -> None:
     """Add ``schedule`` and its subcommands to the parser."""
-    parser = commands.add_parser("schedule", help="the periodic schedule: validate")
+    parser = commands.add_parser("schedule", help="the periodic schedule: validate, list, run, pause, ...")
     sub = parser.add_subparsers(dest="schedule_command", metavar="COMMAND", required=True)
     validate = sub.add_parser("validate", help="check the schedule file; exit 1 listing every problem")
-    validate.add_argument(
-        "--file", type=Path, help="the schedule file (default: CALLBOARD_SCHEDULE_FILE or the shipped one)"
-    )
-    for command in (validate,):
+    listing = sub.add_parser("list", help="entries with their next fire times, last fire, pause")
+    for command in (validate, listing):
+        command.add_argument(
+            "--file",
+            type=Path,
+            help="the schedule file (default: CALLBOARD_SCHEDULE_FILE or the shipped one)",
+        )
+    named = []
+    for name, text in (
+        ("run", "fire an entry now, once"),
+        ("pause", "stop firing an entry (all replicas)"),
+        ("resume", "fire a paused entry again"),
+        ("history", "an entry's last fires"),
+    ):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("name", help="entry name")
+        named.append(command)
+    named[-1].add_argument("--limit", type=int, default=20, help="at most this many fires (default 20)")
+    for command in (validate, listing, *named):
         command.add_argument("--json", action="store_true", help="print JSON")
         command.set_defaults(handler=run_schedule)
 
@@ -99,4 +124,89 @@ def _json(row: dict[str, Any]) -> None:
     sys.stdout.write("\n")
 
 
-_COMMANDS = {"validate": _validate}
+LIST_COLUMNS = ("name", "actor", "schedule", "next", "last_fire", "last_outcome", "paused")
+
+
+def _entry(name: str) -> Entry:
+    _, schedule = current_schedule()
+    entry = schedule.entries.get(name)
+    if entry is None:
+        raise BadInputError(f"no schedule entry {name!r} (known: {', '.join(sorted(schedule.entries))})")
+    return entry
+
+
+def _list(args: argparse.Namespace) -> int:
+    _, schedule = current_schedule(args.file)
+    known = state.entry_states(list(schedule.entries))
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    for name, entry in sorted(schedule.entries.items()):
+        zone = parse_timezone(entry.timezone)
+        saved = known.get(name)
+        rows.append(
+            {
+                "name": name,
+                "actor": entry.actor,
+                "schedule": entry.trigger.describe(),
+                "next": [moment.astimezone(zone).isoformat() for moment in fire_times(entry.trigger, now, 3)]
+                if entry.enabled
+                else [],
+                "last_fire": saved.last_slot.isoformat() if saved and saved.last_slot else None,
+                "last_outcome": saved.last_outcome if saved else None,
+                "paused": bool(saved and saved.paused),
+                "enabled": entry.enabled,
+            }
+        )
+    if args.json:
+        json.dump(rows, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        print_rows([{**row, "next": row["next"][:1]} for row in rows], LIST_COLUMNS, False)
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    entry = _entry(args.name)
+    slot = datetime.now(UTC).replace(microsecond=0)
+    if not state.record_fire(entry.name, slot, "manual", token=0):
+        raise BadInputError(f"{entry.name} was already fired at {slot.isoformat()}; try again in a second")
+    message_id = send_entry(entry, slot, get_settings(), manual=True)
+    state.set_fire_result(entry.name, slot, "manual" if message_id else "send_failed", message_id)
+    if message_id is None:
+        raise BrokerUnavailableError(f"{entry.name}: the broker did not take the message")
+    _emit({"name": entry.name, "message_id": message_id, "slot": slot.isoformat()}, args.json, message_id)
+    return 0
+
+
+def _pause(args: argparse.Namespace) -> int:
+    entry = _entry(args.name)
+    paused = args.schedule_command == "pause"
+    state.set_paused(entry.name, paused)
+    _emit(
+        {"name": entry.name, "paused": paused}, args.json, f"{entry.name} {'paused' if paused else 'resumed'}"
+    )
+    return 0
+
+
+def _history(args: argparse.Namespace) -> int:
+    entry = _entry(args.name)
+    rows = state.history(entry.name, limit=args.limit)
+    print_rows(rows, ("slot", "sent_at", "lateness_s", "outcome", "message_id"), args.json)
+    return 0
+
+
+def _emit(row: dict[str, Any], as_json: bool, text: str) -> None:
+    if as_json:
+        _json(row)
+    else:
+        print(text)
+
+
+_COMMANDS = {
+    "validate": _validate,
+    "list": _list,
+    "run": _run,
+    "pause": _pause,
+    "resume": _pause,
+    "history": _history,
+}

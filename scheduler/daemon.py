@@ -1,0 +1,307 @@
+"""The scheduler daemon: APScheduler times the entries, the leader sends one message per slot.
+
+* Every replica runs the same APScheduler ``BackgroundScheduler`` (memory job store: nothing is
+  pickled, a renamed actor is a validation error, never a silently deleted job). Only the
+  replica holding the lease sends; the others keep their timers warm to take over at once.
+* A slot is sent at most once: :func:`scheduler.state.record_fire` claims ``(entry, slot)``
+  under a unique key before the message is sent.
+* Catch-up: each pass looks at the slots due since the entry's last handled slot, no older than
+  its ``catchup_window``. Slots due within :data:`GRACE` are on time and sent; missed ones follow
+  the entry's ``catchup`` policy: ``skip`` none, ``latest`` the newest one, ``all`` each. The same
+  pass serves a normal fire, a restart and a takeover.
+* Every message carries ``max_age`` (the entry's ``expires``, by default until the next fire),
+  ``scheduled_at``, an ``idempotency_key`` ``<entry>:<slot ISO>``, ``schedule_entry`` and a
+  ``request_id``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.base import BaseTrigger
+from dramatiq import Broker
+
+from config.settings import Settings
+from scheduler import state
+from scheduler.schedule import Entry, Schedule, ScheduleError, load_schedule
+from scheduler.trigger import Trigger
+from service.errors import CallboardError
+from service.logs import log_event
+from service.sending import send
+
+logger = logging.getLogger(__name__)
+
+LEASE_NAME = "scheduler"
+
+#: A slot this close to now is on time, not missed (timers and leadership checks take a moment).
+GRACE = timedelta(seconds=2)
+
+#: Most slots one pass considers for one entry (an every-second entry with a day's window).
+MAX_SLOTS = 10_000
+
+
+def due_slots(trigger: Trigger, after: datetime, until: datetime) -> list[datetime]:
+    """Fire times in ``(after, until]``, oldest first, at most :data:`MAX_SLOTS` (the newest)."""
+    slots: list[datetime] = []
+    moment = trigger.next_fire(after)
+    while moment is not None and moment <= until:
+        slots.append(moment)
+        if len(slots) > MAX_SLOTS:
+            slots.pop(0)
+        moment = trigger.next_fire(moment)
+    return slots
+
+
+class _Timer(BaseTrigger):
+    """Our trigger as APScheduler's: it only wakes the daemon; the pass decides what to send."""
+
+    def __init__(self, trigger: Trigger) -> None:
+        self.trigger = trigger
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        return self.trigger.next_fire(max(previous_fire_time or now, now - timedelta(microseconds=1)))
+
+
+class SchedulerDaemon:
+    """Hold the schedule, compete for the lease, send what is due; stop on SIGTERM/SIGINT,
+    reload on SIGHUP or when the schedule file changes."""
+
+    def __init__(self, settings: Settings, broker: Broker, *, path: Path | None = None) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.path = Path(path or settings.schedule_file)
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.schedule: Schedule = load_schedule(self.path, broker)  # raises ScheduleError
+        self.token: int | None = None
+        self._valid_until = 0.0  # monotonic: leadership is trusted until then
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._timers = BackgroundScheduler(
+            timezone=UTC,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+            executors={"default": {"type": "threadpool", "max_workers": 8}},
+        )
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; returns the exit code (0)."""
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, lambda signum, frame: self._reload.set())
+        self._install(self.schedule)
+        self._timers.start()
+        log_event(
+            logger,
+            logging.INFO,
+            "scheduler.started",
+            entries=len(self.schedule.entries),
+            holder=self.holder,
+            file=str(self.path),
+        )
+        renew_every = max(self.settings.scheduler_lease / 3, 0.2)
+        while not self._stop.is_set():
+            self._keep_lease()
+            if self._reload.is_set() or self._file_changed():
+                self._reload.clear()
+                self.reload()
+            self._stop.wait(renew_every)
+        self._timers.shutdown(wait=True)
+        if self.token is not None:
+            state.release_lease(LEASE_NAME, self.holder)
+        log_event(logger, logging.INFO, "scheduler.stopped", holder=self.holder)
+        return 0
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return (from another thread or a signal handler)."""
+        self._stop.set()
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        log_event(logger, logging.INFO, "scheduler.stopping", signal=signal.Signals(signum).name)
+        self.stop()
+
+    def reload(self) -> bool:
+        """Load the schedule file again; an invalid file keeps the running schedule."""
+        try:
+            schedule = load_schedule(self.path, self.broker)
+        except (ScheduleError, OSError) as error:
+            log_event(logger, logging.ERROR, "schedule.reload_failed", error=str(error))
+            # Remember the bad file's digest so it is not reloaded (and logged) again every pass.
+            self.schedule = dataclasses.replace(self.schedule, digest=_digest(self.path) or "")
+            return False
+        self.schedule = schedule
+        self._install(schedule)
+        log_event(logger, logging.INFO, "schedule.reloaded", entries=len(schedule.entries))
+        if self._is_leader():
+            self.catch_up()
+        return True
+
+    def _file_changed(self) -> bool:
+        return _digest(self.path) not in (None, self.schedule.digest)
+
+    def _install(self, schedule: Schedule) -> None:
+        self._timers.remove_all_jobs()
+        for entry in schedule.entries.values():
+            if entry.enabled:
+                self._timers.add_job(
+                    self.fire_due,
+                    _Timer(entry.trigger),
+                    args=(entry.name,),
+                    id=entry.name,
+                    name=entry.name,
+                    replace_existing=True,
+                )
+
+    # -- leadership -------------------------------------------------------------------------
+
+    def _keep_lease(self) -> None:
+        ttl = self.settings.scheduler_lease
+        started = time.monotonic()
+        try:
+            token = state.acquire_lease(LEASE_NAME, self.holder, ttl)
+        except Exception as error:  # database unreachable: we cannot know, so we must not lead
+            token = None
+            log_event(
+                logger, logging.ERROR, "scheduler.lease_error", error=f"{type(error).__name__}: {error}"
+            )
+        was_leader = self.token is not None
+        self.token = token
+        # Trust the lease for less than its length, so we stop before a standby may take over.
+        self._valid_until = started + ttl * 0.8 if token is not None else 0.0
+        if token is not None and not was_leader:
+            log_event(logger, logging.INFO, "scheduler.leader", holder=self.holder, token=token)
+            self.catch_up()
+        elif token is None and was_leader:
+            log_event(logger, logging.WARNING, "scheduler.lost_lease", holder=self.holder)
+
+    def _is_leader(self) -> bool:
+        return self.token is not None and time.monotonic() < self._valid_until
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def catch_up(self) -> None:
+        """One pass over every enabled entry (on taking the lead and after a reload)."""
+        for entry in list(self.schedule.entries.values()):
+            if entry.enabled:
+                self.fire_due(entry.name)
+
+    def fire_due(self, name: str) -> None:
+        """Send what is due for entry ``name`` (the timers call this at each fire time)."""
+        entry = self.schedule.entries.get(name)
+        if entry is None or not self._is_leader():
+            return
+        try:
+            self._fire_due(entry, datetime.now(UTC))
+        except Exception as error:  # one entry's failure must not stop the timers
+            log_event(
+                logger,
+                logging.ERROR,
+                "schedule.fire_failed",
+                entry=name,
+                error=f"{type(error).__name__}: {error}",
+            )
+
+    def _fire_due(self, entry: Entry, now: datetime) -> None:
+        known = state.entry_states([entry.name]).get(entry.name)
+        if known is not None and known.paused:
+            return
+        window_start = now - timedelta(seconds=entry.catchup_window)
+        if known is None or known.last_slot is None:
+            after = now - GRACE  # a new entry has missed nothing
+        else:
+            after = max(known.last_slot, window_start)
+        slots = due_slots(entry.trigger, after, now)
+        if not slots:
+            return
+        on_time = [slot for slot in slots if now - slot <= GRACE]
+        missed = [slot for slot in slots if now - slot > GRACE]
+        # On-time slots are always sent; the policy decides about missed ones.
+        if entry.catchup == "all":
+            chosen = slots
+        elif entry.catchup == "latest":
+            chosen = missed[-1:] + on_time
+        else:
+            chosen = on_time
+        if missed and chosen != slots:
+            log_event(
+                logger,
+                logging.WARNING,
+                "schedule.missed",
+                entry=entry.name,
+                count=len(missed),
+                catchup=entry.catchup,
+            )
+        for slot in chosen:
+            self._send(entry, slot, "sent" if slot in on_time else "caught_up")
+        if not chosen:
+            state.advance(entry.name, slots[-1], "missed")
+
+    def _send(self, entry: Entry, slot: datetime, outcome: str) -> None:
+        token = self.token
+        if token is None or not self._is_leader():
+            return
+        if not state.record_fire(entry.name, slot, outcome, token):
+            return  # another replica handled this slot
+        message_id = send_entry(entry, slot, self.settings)
+        state.set_fire_result(entry.name, slot, outcome if message_id else "send_failed", message_id)
+        now = datetime.now(UTC)
+        log_event(
+            logger,
+            logging.INFO,
+            "schedule.fired",
+            entry=entry.name,
+            slot=slot.isoformat(),
+            outcome=outcome if message_id else "send_failed",
+            message_id=message_id,
+            lateness_ms=round((now - slot).total_seconds() * 1000, 1),
+        )
+
+
+def send_entry(entry: Entry, slot: datetime, settings: Settings, *, manual: bool = False) -> str | None:
+    """Send one message for ``slot`` of ``entry``; returns its id, or ``None`` if the broker
+    refused it (logged)."""
+    expires = entry.expires if entry.expires is not None else max(entry.trigger.interval_hint, 1.0)
+    slot_iso = slot.isoformat()
+    options: dict[str, Any] = {
+        "max_age": int(expires * 1000),  # from the send: a caught-up slot gets its full time too
+        "scheduled_at": slot_iso,
+        "idempotency_key": f"{entry.name}:{slot_iso}" + (":manual" if manual else ""),
+        "schedule_entry": entry.name,
+    }
+    delay = random.uniform(0, entry.jitter) if entry.jitter and not manual else None
+    try:
+        return send(
+            entry.actor,
+            entry.args,
+            entry.kwargs,
+            queue=entry.queue,
+            delay=delay,
+            request_id=f"schedule-{uuid.uuid4().hex}",
+            **options,
+        )
+    except CallboardError as error:
+        log_event(
+            logger, logging.ERROR, "schedule.send_failed", entry=entry.name, slot=slot_iso, error=str(error)
+        )
+        return None
+
+
+def _digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
