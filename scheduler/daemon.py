@@ -35,10 +35,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from dramatiq import Broker
 
+from config.policies import DEFAULT_POLICY
 from config.settings import Settings
 from scheduler import state
 from scheduler.schedule import Entry, Schedule, ScheduleError, load_schedule
 from scheduler.trigger import Trigger
+from service import runs
 from service.errors import CallboardError
 from service.logs import log_event
 from service.sending import send
@@ -254,9 +256,15 @@ class SchedulerDaemon:
         token = self.token
         if token is None or not self._is_leader():
             return
+        if entry.overlap == "skip" and runs.is_running(entry.name):
+            if state.record_fire(entry.name, slot, "skipped_overlap", token):
+                log_event(
+                    logger, logging.INFO, "schedule.skipped_overlap", entry=entry.name, slot=slot.isoformat()
+                )
+            return
         if not state.record_fire(entry.name, slot, outcome, token):
             return  # another replica handled this slot
-        message_id = send_entry(entry, slot, self.settings)
+        message_id = send_entry(entry, slot, self.settings, broker=self.broker)
         state.set_fire_result(entry.name, slot, outcome if message_id else "send_failed", message_id)
         now = datetime.now(UTC)
         log_event(
@@ -271,17 +279,33 @@ class SchedulerDaemon:
         )
 
 
-def send_entry(entry: Entry, slot: datetime, settings: Settings, *, manual: bool = False) -> str | None:
+def run_ttl(entry: Entry, broker: Broker, expires: float) -> float:
+    """How long an entry's run can last at most: waiting (``expires``), then every attempt up to
+    its hard time limit, with the longest backoffs between them. An overlap mark outlives no more."""
+    options = broker.get_actor(entry.actor).options
+    retries = options.get("max_retries", DEFAULT_POLICY.max_retries)
+    hard = options.get("time_limit", DEFAULT_POLICY.time_limit * 1000) / 1000
+    backoff = options.get("max_backoff", DEFAULT_POLICY.max_backoff * 1000) / 1000
+    return expires + hard * (retries + 1) + backoff * retries
+
+
+def send_entry(
+    entry: Entry, slot: datetime, settings: Settings, *, broker: Broker, manual: bool = False
+) -> str | None:
     """Send one message for ``slot`` of ``entry``; returns its id, or ``None`` if the broker
-    refused it (logged)."""
+    refused it (logged). An ``overlap = "skip"`` entry's run is marked before it is sent."""
     expires = entry.expires if entry.expires is not None else max(entry.trigger.interval_hint, 1.0)
     slot_iso = slot.isoformat()
+    run_id = f"{entry.name}:{slot_iso}" + (":manual" if manual else "")
     options: dict[str, Any] = {
         "max_age": int(expires * 1000),  # from the send: a caught-up slot gets its full time too
         "scheduled_at": slot_iso,
-        "idempotency_key": f"{entry.name}:{slot_iso}" + (":manual" if manual else ""),
+        "idempotency_key": run_id,
         "schedule_entry": entry.name,
     }
+    if entry.overlap == "skip":
+        options.update(run_key=entry.name, run_id=run_id)
+        runs.mark(entry.name, run_id, run_ttl(entry, broker, expires))
     delay = random.uniform(0, entry.jitter) if entry.jitter and not manual else None
     try:
         return send(

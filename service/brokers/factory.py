@@ -15,6 +15,7 @@ from service.middleware.expiry import Expiry
 from service.middleware.handback import HandBack
 from service.middleware.recycle import Recycle
 from service.middleware.retries import Retries
+from service.middleware.run_markers import RunMarkers
 from service.middleware.time_limits import TimeLimits
 
 
@@ -28,11 +29,13 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     3. ``Callbacks``, ``Pipelines``, ``ShutdownNotifications`` (Dramatiq's): ``on_success`` /
        ``on_failure``, ``pipeline()``, ``notify_shutdown`` work as in plain Dramatiq (as there,
        ``on_failure`` fires after every failed attempt, retried ones included).
-    4. ``Expiry``: skips messages past their ``max_age`` before any work (not a failure).
-    5. ``Retries``: decides retry or death after the actor and the hooks below have run.
-    6. ``Recycle``: counts messages for process recycling.
-    7. ``HandBack``: tracks running messages so shutdown can return them to the broker.
-    8. ``TimeLimits``: last in, first out, so the limits cover the actor and nothing else.
+    4. ``RunMarkers``: clears a scheduled run's overlap mark once it ends for good; its ``after``
+       hooks run after Retries', so a failure that will be retried keeps the mark.
+    5. ``Expiry``: skips messages past their ``max_age`` before any work (not a failure).
+    6. ``Retries``: decides retry or death after the actor and the hooks below have run.
+    7. ``Recycle``: counts messages for process recycling.
+    8. ``HandBack``: tracks running messages so shutdown can return them to the broker.
+    9. ``TimeLimits``: last in, first out, so the limits cover the actor and nothing else.
     """
     return [
         MessageContext(),
@@ -40,6 +43,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         Callbacks(),
         Pipelines(),
         ShutdownNotifications(),
+        RunMarkers(),
         Expiry(),
         Retries(),
         Recycle(max_messages=settings.worker_max_messages),

@@ -170,7 +170,7 @@ def _run(args: argparse.Namespace) -> int:
     slot = datetime.now(UTC).replace(microsecond=0)
     if not state.record_fire(entry.name, slot, "manual", token=0):
         raise BadInputError(f"{entry.name} was already fired at {slot.isoformat()}; try again in a second")
-    message_id = send_entry(entry, slot, get_settings(), manual=True)
+    message_id = send_entry(entry, slot, get_settings(), broker=get_broker(), manual=True)
     state.set_fire_result(entry.name, slot, "manual" if message_id else "send_failed", message_id)
     if message_id is None:
         raise BrokerUnavailableError(f"{entry.name}: the broker did not take the message")

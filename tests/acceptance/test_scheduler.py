@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.integration.conftest import StartWorker
 from tests.support.actors import QUEUE
 from tests.support.processes import CallboardProcess, run_callboard
+from tests.support import records
+from tests.support.records import entries
 from tests.support.waiting import wait_until
 
 
@@ -158,3 +161,31 @@ def test_an_invalid_reload_keeps_the_running_schedule(
         )
     finally:
         process.stop()
+
+
+def test_overlap_skip_never_starts_a_run_while_the_last_one_is_running(
+    scheduler_env: dict[str, str],
+    tmp_path: Path,
+    start_worker: StartWorker,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(records.RECORD_URL_VARIABLE, redis_url)
+    records._client = None
+    body = (
+        '[entries.slow]\nactor = "tb_slow"\nevery = "1s"\nargs = ["overlap", 2.5]\n'
+        'overlap = "skip"\ncatchup = "skip"\nexpires = "1m"\n'
+    )
+    env = {**scheduler_env, "CALLBOARD_SCHEDULE_FILE": str(schedule_file(tmp_path, body))}
+    start_worker()
+    process = start(env, tmp_path, "overlap")
+    try:
+        process.wait_for_event("scheduler.leader", timeout=60)
+        wait_until(lambda: len(entries("overlap", "done")) >= 3, timeout=60, message="3 runs done")
+        assert process.events("schedule.skipped_overlap")
+    finally:
+        process.stop()
+    # Every run started after the previous one was done
+    starts = [e["at"] for e in entries("overlap", "started")]
+    dones = [e["at"] for e in entries("overlap", "done")]
+    assert all(start >= done for start, done in zip(starts[1:], dones, strict=False)), (starts, dones)

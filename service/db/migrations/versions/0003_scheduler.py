@@ -1,4 +1,5 @@
-"""Scheduler state: entries, fire history (unique per entry and slot), and the leader lease.
+"""Scheduler state: entries, fire history (unique per entry and slot), the leader lease, and the
+run markers that make ``overlap = "skip"`` work.
 
 Revision ID: 0003
 Revises: 0002
@@ -42,6 +43,12 @@ def upgrade() -> None:
     )
     op.create_index("ix_callboard_schedule_fires_entry", "callboard_schedule_fires", ["entry"])
     op.create_table(
+        "callboard_run_markers",
+        sa.Column("key", sa.String(200), primary_key=True),
+        sa.Column("run_id", sa.String(200), nullable=False),
+        sa.Column("expires_at", TZ, nullable=False),
+    )
+    op.create_table(
         "callboard_scheduler_lease",
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("holder", sa.String(200), nullable=False),
@@ -52,5 +59,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("callboard_scheduler_lease")
+    op.drop_table("callboard_run_markers")
     op.drop_table("callboard_schedule_fires")
     op.drop_table("callboard_schedule_entries")
