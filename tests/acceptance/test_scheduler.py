@@ -13,9 +13,9 @@ import pytest
 import redis
 
 from tests.integration.conftest import StartWorker
+from tests.support import records
 from tests.support.actors import QUEUE
 from tests.support.processes import CallboardProcess, run_callboard
-from tests.support import records
 from tests.support.records import entries
 from tests.support.waiting import wait_until
 
