@@ -233,6 +233,9 @@ class _Cron:
                 f"month {fields[3]!r}"
             )
         # vixie's rule: a job whose hour is a wildcard runs at every real time, a fixed-hour job once.
+        # A job whose hour field is a wildcard runs at every real occurrence of its times (both
+        # passes of a repeated hour); a fixed-hour job runs once. (Vixie cron also counts a
+        # wildcard minute; we judge by the hour, so "*/15 1 * * *" runs in the first pass only.)
         self._every_real_time = fields[1].startswith("*")
 
         def matcher(day: str, weekday: str) -> CronTrigger:

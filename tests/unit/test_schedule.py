@@ -337,15 +337,19 @@ def test_periodiq_named_expressions_and_bad_periodic_actors(stub: StubBroker) ->
         periodiq_entries(stub)
 
 
-def test_dramatiq_refuses_periodic_and_idempotent_unless_a_middleware_declares_them() -> None:
+def test_the_stack_accepts_periodic_and_idempotent_actor_options() -> None:
     broker = StubBroker(middleware=build_middleware(load_settings()))
     runtime.install(broker)
     try:
-        for option in ({"periodic": periodiq.cron("0 0 * * 0")}, {"idempotent": True}):
-            with pytest.raises(ConfigurationError, match="actor options are undefined"):
 
-                @actor(**option)
-                def undeclared() -> None: ...
+        @actor(periodic=periodiq.cron("0 0 * * 0"), idempotent=True)
+        def weekly_sync() -> None: ...
+
+        assert weekly_sync.options["idempotent"] is True
+        with pytest.raises(ConfigurationError, match="actor options are undefined"):
+
+            @actor(no_such_option=True)
+            def undeclared() -> None: ...
 
     finally:
         broker.close()
