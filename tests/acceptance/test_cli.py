@@ -97,7 +97,9 @@ def test_actors_lists_policies_as_json(worker_env: dict[str, str]) -> None:
     assert rows["tb_soft"]["soft_time_limit_s"] == 0.5
 
 
-def test_dev_runs_on_embedded_redis_and_keeps_data_across_restarts(tmp_path: Path) -> None:
+def test_dev_runs_workers_and_scheduler_on_embedded_redis_and_keeps_data_across_restarts(
+    tmp_path: Path,
+) -> None:
     env = {
         "CALLBOARD_DATA_DIR": str(tmp_path / "var"),
         "CALLBOARD_WORKER_PROCESSES": "1",
@@ -108,6 +110,7 @@ def test_dev_runs_on_embedded_redis_and_keeps_data_across_restarts(tmp_path: Pat
     dev = CallboardProcess("dev", "--queues", "critical", env=env, log_path=tmp_path / "dev1.log")
     try:
         dev.wait_for_event("worker.started", timeout=60)
+        dev.wait_for_event("scheduler.leader", timeout=60)  # dev runs the scheduler too
         # When a message is sent to another queue, and dev is stopped with Ctrl-C
         sent = run_callboard("send", "sleep", "--args", "[0]", env=env)
         assert sent.returncode == 0, sent.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
-from datetime import datetime
+from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
@@ -189,3 +189,65 @@ def test_overlap_skip_never_starts_a_run_while_the_last_one_is_running(
     starts = [e["at"] for e in entries("overlap", "started")]
     dones = [e["at"] for e in entries("overlap", "done")]
     assert all(start >= done for start, done in zip(starts[1:], dones, strict=False)), (starts, dones)
+
+
+def test_a_changed_file_is_reloaded_without_a_signal(
+    scheduler_env: dict[str, str], tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    path = schedule_file(tmp_path, entry("first", "skip"))
+    env = {**scheduler_env, "CALLBOARD_SCHEDULE_FILE": str(path)}
+    process = start(env, tmp_path, "change")
+    try:
+        process.wait_for_event("scheduler.leader", timeout=60)
+        path.write_text(path.read_text() + entry("second", "skip"))
+        process.wait_for_event("schedule.reloaded", timeout=30)
+        wait_until(lambda: sent_slots(redis_client, "second"), timeout=30, message="the new entry firing")
+    finally:
+        process.stop()
+
+
+def test_operators_list_run_pause_resume_and_read_history(
+    scheduler_env: dict[str, str], tmp_path: Path, redis_client: redis.Redis
+) -> None:
+    body = (
+        entry("ops", "skip")
+        + entry("witness", "skip")
+        + (
+            '[entries.nightly]\nactor = "tb_record"\ncron = "30 3 * * *"\n'
+            'timezone = "Europe/Berlin"\nargs = ["nightly"]\n'
+        )
+    )
+    env = {**scheduler_env, "CALLBOARD_SCHEDULE_FILE": str(schedule_file(tmp_path, body))}
+
+    def cli(*args: str) -> object:
+        result = run_callboard("schedule", *args, "--json", env=env)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    # list: the next three fires in the entry's own zone
+    rows = {row["name"]: row for row in cli("list")}  # type: ignore[union-attr]
+    nightly = [datetime.fromisoformat(moment) for moment in rows["nightly"]["next"]]
+    assert len(nightly) == 3 and all((m.hour, m.minute) == (3, 30) for m in nightly)
+    assert all(m.utcoffset() in {timedelta(hours=1), timedelta(hours=2)} for m in nightly)
+    # run: fires once now, outside the timetable, and the history shows it
+    [ran] = cli("run", "nightly")  # type: ignore[misc]
+    assert any(s for s in sent_slots(redis_client, "nightly"))
+    [fire] = cli("history", "nightly")  # type: ignore[misc]
+    assert fire["outcome"] == "manual" and fire["message_id"] == ran["message_id"]
+    # pause: a running daemon stops firing the entry; resume: it fires again
+    cli("pause", "ops")
+    process = start(env, tmp_path, "ops")
+    try:
+        process.wait_for_event("scheduler.leader", timeout=60)
+        # The witness, fired every second like "ops", proves time passed while "ops" was paused
+        wait_until(
+            lambda: len(sent_slots(redis_client, "witness")) >= 3, timeout=30, message="3 witness fires"
+        )
+        paused = [row for row in cli("list") if row["name"] == "ops"]  # type: ignore[union-attr]
+        assert paused[0]["paused"] is True
+        assert not sent_slots(redis_client, "ops")
+        cli("resume", "ops")
+        wait_until(lambda: sent_slots(redis_client, "ops"), timeout=30, message="the resumed entry firing")
+    finally:
+        process.stop()
+    assert run_callboard("schedule", "pause", "nope", env=env).returncode == 2
