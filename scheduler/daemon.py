@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 LEASE_NAME = "scheduler"
 
+#: "No state stored for this entry" (a new entry), as opposed to "not looked up yet".
+_UNKNOWN = object()
+
 #: A slot this close to now is on time, not missed (timers and leadership checks take a moment).
 GRACE = timedelta(seconds=2)
 
@@ -92,6 +95,7 @@ class SchedulerDaemon:
         self._valid_until = 0.0  # monotonic: leadership is trusted until then
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._wake = threading.Event()  # ends the main loop's wait: stop or SIGHUP
         self._timers = BackgroundScheduler(
             timezone=UTC,
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -104,7 +108,9 @@ class SchedulerDaemon:
         """Run until stopped; returns the exit code (0)."""
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, lambda signum, frame: self._reload.set())
+        signal.signal(signal.SIGHUP, self._on_reload)
+        for warning in self.schedule.warnings:
+            log_event(logger, logging.WARNING, "schedule.warning", warning=warning)
         self._install(self.schedule)
         self._timers.start()
         log_event(
@@ -121,7 +127,9 @@ class SchedulerDaemon:
             if self._reload.is_set() or self._file_changed():
                 self._reload.clear()
                 self.reload()
-            self._stop.wait(renew_every)
+                self._keep_lease()  # a long reload must not outlast the trusted lease
+            self._wake.wait(renew_every)
+            self._wake.clear()
         self._timers.shutdown(wait=True)
         if self.token is not None:
             state.release_lease(LEASE_NAME, self.holder)
@@ -131,6 +139,11 @@ class SchedulerDaemon:
     def stop(self) -> None:
         """Ask :meth:`run` to return (from another thread or a signal handler)."""
         self._stop.set()
+        self._wake.set()
+
+    def _on_reload(self, signum: int, frame: FrameType | None) -> None:
+        self._reload.set()
+        self._wake.set()
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         log_event(logger, logging.INFO, "scheduler.stopping", signal=signal.Signals(signum).name)
@@ -170,7 +183,7 @@ class SchedulerDaemon:
 
     # -- leadership -------------------------------------------------------------------------
 
-    def _keep_lease(self) -> None:
+    def _keep_lease(self, *, catch_up: bool = True) -> None:
         ttl = self.settings.scheduler_lease
         started = time.monotonic()
         try:
@@ -186,7 +199,8 @@ class SchedulerDaemon:
         self._valid_until = started + ttl * 0.8 if token is not None else 0.0
         if token is not None and not was_leader:
             log_event(logger, logging.INFO, "scheduler.leader", holder=self.holder, token=token)
-            self.catch_up()
+            if catch_up:
+                self.catch_up()
         elif token is None and was_leader:
             log_event(logger, logging.WARNING, "scheduler.lost_lease", holder=self.holder)
 
@@ -196,18 +210,26 @@ class SchedulerDaemon:
     # -- sending ----------------------------------------------------------------------------
 
     def catch_up(self) -> None:
-        """One pass over every enabled entry (on taking the lead and after a reload)."""
+        """One pass over every enabled entry (on taking the lead and after a reload), reading
+        their stored state in one query; the lease is renewed as the pass goes on."""
+        known = state.entry_states()
+        renewed = time.monotonic()
         for entry in list(self.schedule.entries.values()):
             if entry.enabled:
-                self.fire_due(entry.name)
+                self.fire_due(entry.name, known=known.get(entry.name, _UNKNOWN))
+            if time.monotonic() - renewed > self.settings.scheduler_lease / 3:
+                self._keep_lease(catch_up=False)
+                renewed = time.monotonic()
 
-    def fire_due(self, name: str) -> None:
+    def fire_due(self, name: str, known: state.EntryView | object | None = None) -> None:
         """Send what is due for entry ``name`` (the timers call this at each fire time)."""
         entry = self.schedule.entries.get(name)
         if entry is None or not self._is_leader():
             return
         try:
-            self._fire_due(entry, datetime.now(UTC))
+            if known is None:
+                known = state.entry_states([name]).get(name, _UNKNOWN)
+            self._fire_due(entry, datetime.now(UTC), None if known is _UNKNOWN else known)  # type: ignore[arg-type]
         except Exception as error:  # one entry's failure must not stop the timers
             log_event(
                 logger,
@@ -217,10 +239,7 @@ class SchedulerDaemon:
                 error=f"{type(error).__name__}: {error}",
             )
 
-    def _fire_due(self, entry: Entry, now: datetime) -> None:
-        known = state.entry_states([entry.name]).get(entry.name)
-        if known is not None and known.paused:
-            return
+    def _fire_due(self, entry: Entry, now: datetime, known: state.EntryView | None) -> None:
         window_start = now - timedelta(seconds=entry.catchup_window)
         if known is None or known.last_slot is None:
             after = now - GRACE  # a new entry has missed nothing
@@ -228,6 +247,9 @@ class SchedulerDaemon:
             after = max(known.last_slot, window_start)
         slots = due_slots(entry.trigger, after, now)
         if not slots:
+            return
+        if known is not None and known.paused:
+            state.advance(entry.name, slots[-1], "paused")  # paused slots are skipped, not missed
             return
         on_time = [slot for slot in slots if now - slot <= GRACE]
         missed = [slot for slot in slots if now - slot > GRACE]
@@ -303,7 +325,8 @@ def send_entry(
         "idempotency_key": run_id,
         "schedule_entry": entry.name,
     }
-    if entry.overlap == "skip":
+    marked = entry.overlap == "skip" and not manual  # a manual run must not replace a real run's mark
+    if marked:
         options.update(run_key=entry.name, run_id=run_id)
         runs.mark(entry.name, run_id, run_ttl(entry, broker, expires))
     delay = random.uniform(0, entry.jitter) if entry.jitter and not manual else None
@@ -318,6 +341,8 @@ def send_entry(
             **options,
         )
     except CallboardError as error:
+        if marked:
+            runs.clear(entry.name, run_id)  # nothing runs: the entry must not look busy
         log_event(
             logger, logging.ERROR, "schedule.send_failed", entry=entry.name, slot=slot_iso, error=str(error)
         )

@@ -130,7 +130,8 @@ def record_fire(
                     token=token,
                 )
             )
-            _advance(db, entry, slot, outcome, now)
+            if outcome != "manual":  # a manual run is outside the timetable: missed slots stay missed
+                _advance(db, entry, slot, outcome, now)
     except IntegrityError:
         return False
     return True

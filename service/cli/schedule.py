@@ -24,6 +24,7 @@ from scheduler.daemon import send_entry
 from scheduler.schedule import Entry, Schedule, ScheduleError, load_schedule
 from scheduler.trigger import fire_times, parse_timezone
 from service.cli.output import print_rows
+from service.cli.scheduler import check_database
 from service.errors import BadInputError, BrokerUnavailableError
 from service.runtime import get_broker, load_actors
 
@@ -128,6 +129,7 @@ LIST_COLUMNS = ("name", "actor", "schedule", "next", "last_fire", "last_outcome"
 
 
 def _entry(name: str) -> Entry:
+    check_database()
     _, schedule = current_schedule()
     entry = schedule.entries.get(name)
     if entry is None:
@@ -136,6 +138,7 @@ def _entry(name: str) -> Entry:
 
 
 def _list(args: argparse.Namespace) -> int:
+    check_database()
     _, schedule = current_schedule(args.file)
     known = state.entry_states(list(schedule.entries))
     now = datetime.now(UTC)
@@ -167,7 +170,8 @@ def _list(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     entry = _entry(args.name)
-    slot = datetime.now(UTC).replace(microsecond=0)
+    # Not second-aligned, so a manual run never takes a real slot of the timetable.
+    slot = datetime.now(UTC)
     if not state.record_fire(entry.name, slot, "manual", token=0):
         raise BadInputError(f"{entry.name} was already fired at {slot.isoformat()}; try again in a second")
     message_id = send_entry(entry, slot, get_settings(), broker=get_broker(), manual=True)

@@ -1,7 +1,7 @@
 """Scheduler: start-up, idle CPU and memory of ``callboard scheduler`` holding 10 000 entries, and
 the fire lateness of an every-second entry under that load.
 
-    .venv/bin/python bench/scheduler.py [--entries 10000] [--seconds 30] [--runs 3]
+    .venv/bin/python bench/schedule_daemon.py [--entries 10000] [--seconds 30] [--runs 3]
                                         [--scenarios baseline,loaded,quiet] [--no-reload]
 
 Scenarios (each run ``--runs`` times, medians reported):
