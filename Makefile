@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/latency.py
 	$(BIN)/python bench/deadletters.py
+	$(BIN)/python bench/schedule_daemon.py
 
 # Re-resolve the lock from pyproject.toml (with the test, lint and bench extras) in a clean venv.
 lock:
