@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, DateTime, Float, Integer, String, UniqueConstraint, case, select, update
+from sqlalchemy import Boolean, Float, Integer, String, UniqueConstraint, case, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.engine import session
-from service.db.models import Base
+from service.db.models import Base, UtcDateTime
 
 #: Fire outcomes kept in the history.
 OUTCOMES = ("sent", "caught_up", "manual", "skipped_overlap", "send_failed")
@@ -29,9 +29,9 @@ class EntryState(Base):
 
     name: Mapped[str] = mapped_column(String(200), primary_key=True)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
-    last_slot: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_slot: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_outcome: Mapped[str | None] = mapped_column(String(32))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 class Fire(Base):
@@ -45,8 +45,8 @@ class Fire(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     entry: Mapped[str] = mapped_column(String(200), index=True)
-    slot: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    slot: Mapped[datetime] = mapped_column(UtcDateTime)
+    sent_at: Mapped[datetime] = mapped_column(UtcDateTime)
     lateness: Mapped[float] = mapped_column(Float)  # seconds from slot to send
     outcome: Mapped[str] = mapped_column(String(32))
     message_id: Mapped[str | None] = mapped_column(String(64))
@@ -61,13 +61,7 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(200))
     token: Mapped[int] = mapped_column(Integer)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:  # SQLite hands back naive UTC
-        return moment.replace(tzinfo=UTC)
-    return moment
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +81,7 @@ def entry_states(names: list[str] | None = None) -> dict[str, EntryView]:
         if names is not None:
             query = query.where(EntryState.name.in_(names))
         return {
-            row.name: EntryView(row.name, row.paused, _aware(row.last_slot), row.last_outcome)
+            row.name: EntryView(row.name, row.paused, row.last_slot, row.last_outcome)
             for row in db.scalars(query)
         }
 
@@ -159,7 +153,7 @@ def _advance(db: Any, entry: str, slot: datetime, outcome: str, now: datetime) -
     if row is None:
         db.add(EntryState(name=entry, paused=False, last_slot=slot, last_outcome=outcome, updated_at=now))
         return
-    last = _aware(row.last_slot)
+    last = row.last_slot
     if last is None or slot > last:
         row.last_slot = slot
     row.last_outcome, row.updated_at = outcome, now
@@ -172,8 +166,8 @@ def history(entry: str, limit: int = 20) -> list[dict[str, Any]]:
         return [
             {
                 "entry": row.entry,
-                "slot": _aware(row.slot).isoformat(),  # type: ignore[union-attr]
-                "sent_at": _aware(row.sent_at).isoformat(),  # type: ignore[union-attr]
+                "slot": row.slot.isoformat(),
+                "sent_at": row.sent_at.isoformat(),
                 "lateness_s": round(row.lateness, 3),
                 "outcome": row.outcome,
                 "message_id": row.message_id,
@@ -222,10 +216,3 @@ def release_lease(name: str, holder: str) -> None:
             .where(Lease.name == name, Lease.holder == holder)
             .values(expires_at=datetime(1970, 1, 1, tzinfo=UTC))
         )
-
-
-def lease_holder(name: str) -> tuple[str, int, datetime] | None:
-    """(holder, token, expires_at) of lease ``name``, or ``None``."""
-    with session() as db:
-        row = db.get(Lease, name)
-        return None if row is None else (row.holder, row.token, _aware(row.expires_at))  # type: ignore[return-value]

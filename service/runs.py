@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import DateTime, String, delete, select
+from sqlalchemy import String, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.engine import session
-from service.db.models import Base
+from service.db.models import Base, UtcDateTime
 
 
 class RunMarker(Base):
@@ -25,18 +25,14 @@ class RunMarker(Base):
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     run_id: Mapped[str] = mapped_column(String(200))
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
 
 def is_running(key: str) -> str | None:
     """The run id of ``key``'s unfinished run, or ``None`` (no run, or its mark expired)."""
     with session() as db:
         row = db.get(RunMarker, key)
-        if row is None or _aware(row.expires_at) <= datetime.now(UTC):
+        if row is None or row.expires_at <= datetime.now(UTC):
             return None
         return row.run_id
 
@@ -55,9 +51,3 @@ def clear(key: str, run_id: str) -> None:
     """The run ``run_id`` of ``key`` ended: drop its mark (a newer run's mark stays)."""
     with session() as db:
         db.execute(delete(RunMarker).where(RunMarker.key == key, RunMarker.run_id == run_id))
-
-
-def all_marks() -> dict[str, str]:
-    """Every current mark, key → run id (for operators and tests)."""
-    with session() as db:
-        return {row.key: row.run_id for row in db.scalars(select(RunMarker))}

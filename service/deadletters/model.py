@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Index, Integer, String, Text
+from sqlalchemy import Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service.db.models import Base
+from service.db.models import Base, UtcDateTime
 
 #: Why a message will not run again.
 REASONS = (
@@ -51,14 +51,14 @@ class DeadLetter(Base):
     exception_message: Mapped[str | None] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    first_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_failed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    first_failed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_failed_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    stored_at: Mapped[datetime] = mapped_column(UtcDateTime)
     state: Mapped[str] = mapped_column(String(16), default="dead")
     requeue_count: Mapped[int] = mapped_column(Integer, default=0)
     requeue_token: Mapped[str | None] = mapped_column(String(64), index=True)
-    requeue_claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    requeued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    requeue_claimed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    requeued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     requeued_message_id: Mapped[str | None] = mapped_column(String(64))
 
 
@@ -68,5 +68,5 @@ class DeadLetterAlert(Base):
     __tablename__ = "callboard_dead_letter_alerts"
 
     actor: Mapped[str] = mapped_column(String(200), primary_key=True)
-    last_sent_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    last_sent_at: Mapped[datetime] = mapped_column(UtcDateTime)
     suppressed: Mapped[int] = mapped_column(Integer, default=0)

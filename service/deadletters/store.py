@@ -106,11 +106,7 @@ def _json(text: str | None) -> Any:
 
 
 def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # SQLite returns naive datetimes; we always store UTC
-        moment = moment.replace(tzinfo=UTC)
-    return moment.isoformat()
+    return None if moment is None else moment.isoformat()
 
 
 def store_new(rows: Sequence[dict[str, Any]], url: str | None = None) -> list[Stored]:
@@ -267,8 +263,7 @@ def alert_allowed(actor: str, interval: float, count: int, url: str | None = Non
         if row is None:
             db.add(DeadLetterAlert(actor=actor, last_sent_at=now, suppressed=0))
             return count
-        last = row.last_sent_at if row.last_sent_at.tzinfo else row.last_sent_at.replace(tzinfo=UTC)
-        if now - last < timedelta(seconds=interval):
+        if now - row.last_sent_at < timedelta(seconds=interval):
             row.suppressed += count
             return 0
         total = row.suppressed + count
