@@ -101,11 +101,46 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a scheduler leader's lease lasts; a standby takes over after.",
     )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for shared state (worker heartbeats); unset: the broker, when it is Redis.",
+    )
+    metrics_port: int = Field(
+        default=9191,
+        ge=0,
+        le=65535,
+        description="Port of /metrics, /healthz and /readyz (one per worker pod or scheduler); 0 = off.",
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Address the metrics port binds.")
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="prometheus_client multiprocess directory, wiped at start; unset: a new temp dir.",
+    )
+    heartbeat_interval: float = Field(
+        default=5.0, gt=0, le=60, description="Seconds between a worker process's heartbeats."
+    )
+    heartbeat_timeout: float = Field(
+        default=30.0, gt=0, description="A worker whose last heartbeat is older than this is dead."
+    )
+    sentry_dsn: SecretStr | None = Field(default=None, description="Sentry DSN; unset: Sentry is off.")
+    sentry_environment: str = Field(default="production", description="Sentry environment tag.")
+    sentry_release: str | None = Field(
+        default=None, description="Sentry release tag; unset: callboard@<version>."
+    )
+    sentry_traces_sample_rate: float = Field(
+        default=0.0, ge=0, le=1, description="Share of messages traced as Sentry transactions."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
     log_format: Literal["json", "console"] = Field(default="json")
 
     @field_validator(
-        "dlq_retention", "dlq_drain_interval", "dlq_alert_interval", "scheduler_lease", mode="before"
+        "dlq_retention",
+        "dlq_drain_interval",
+        "dlq_alert_interval",
+        "scheduler_lease",
+        "heartbeat_interval",
+        "heartbeat_timeout",
+        mode="before",
     )
     @classmethod
     def _durations(cls, value: object) -> object:
@@ -123,6 +158,15 @@ class Settings(BaseSettings):
     def _normalise_case(cls, value: object) -> object:
         if isinstance(value, str):
             return value.upper() if value.lower() in {"debug", "info", "warning", "error"} else value.lower()
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_scheme(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.lower().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
     @field_validator("broker_url")

@@ -13,6 +13,7 @@ from service.deadletters.mover import DeadLetterMover
 from service.middleware.context import MessageContext
 from service.middleware.expiry import Expiry
 from service.middleware.handback import HandBack
+from service.middleware.metrics import Metrics
 from service.middleware.recycle import Recycle
 from service.middleware.retries import Retries
 from service.middleware.run_markers import RunMarkers
@@ -25,20 +26,23 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     Dramatiq runs ``before_*`` hooks in this order and ``after_*`` hooks in reverse, so:
 
     1. ``MessageContext``: first in, last out, so every other hook logs with the message's context.
-    2. ``DeadLetterMover``: drains the broker's dead-letter queues into the store (a thread).
-    3. ``Callbacks``, ``Pipelines``, ``ShutdownNotifications`` (Dramatiq's): ``on_success`` /
+    2. ``Metrics``: its ``after`` hooks run after Retries' and Expiry's, so it counts the outcome
+       they decided; its ``before`` hook measures the wait before anything else runs.
+    3. ``DeadLetterMover``: drains the broker's dead-letter queues into the store (a thread).
+    4. ``Callbacks``, ``Pipelines``, ``ShutdownNotifications`` (Dramatiq's): ``on_success`` /
        ``on_failure``, ``pipeline()``, ``notify_shutdown`` work as in plain Dramatiq (as there,
        ``on_failure`` fires after every failed attempt, retried ones included).
-    4. ``RunMarkers``: clears a scheduled run's overlap mark once it ends for good; its ``after``
+    5. ``RunMarkers``: clears a scheduled run's overlap mark once it ends for good; its ``after``
        hooks run after Retries', so a failure that will be retried keeps the mark.
-    5. ``Expiry``: skips messages past their ``max_age`` before any work (not a failure).
-    6. ``Retries``: decides retry or death after the actor and the hooks below have run.
-    7. ``Recycle``: counts messages for process recycling.
-    8. ``HandBack``: tracks running messages so shutdown can return them to the broker.
-    9. ``TimeLimits``: last in, first out, so the limits cover the actor and nothing else.
+    6. ``Expiry``: skips messages past their ``max_age`` before any work (not a failure).
+    7. ``Retries``: decides retry or death after the actor and the hooks below have run.
+    8. ``Recycle``: counts messages for process recycling.
+    9. ``HandBack``: tracks running messages so shutdown can return them to the broker.
+    10. ``TimeLimits``: last in, first out, so the limits cover the actor and nothing else.
     """
     return [
         MessageContext(),
+        Metrics(),
         DeadLetterMover(interval=settings.dlq_drain_interval),
         Callbacks(),
         Pipelines(),

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,7 +36,14 @@ def get_engine(url: str | None = None) -> Engine:
                 engine = create_engine(url, connect_args={"timeout": 30})
             else:
                 # values_plus_batch: bulk UPDATEs (requeue) go in batches, not one statement a row.
-                options = {"executemany_mode": "values_plus_batch"} if "+psycopg2" in url else {}
+                options: dict[str, Any] = {}
+                if "+psycopg2" in url:
+                    # A database that does not answer must fail a connect in seconds, not hang
+                    # a health probe or a mover pass for the kernel's TCP timeout.
+                    options = {
+                        "executemany_mode": "values_plus_batch",
+                        "connect_args": {"connect_timeout": 5},
+                    }
                 engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, **options)
             _engines[url] = engine
         return engine

@@ -3,6 +3,8 @@
 Guarantees:
   * Every log record written while an actor runs carries ``message_id``, ``actor``, ``queue``,
     ``attempt`` and ``request_id``.
+  * Every attempt ends with one ``message.finished`` record carrying its ``outcome`` (success,
+    retry, dead, expired, skipped) and ``duration_s``.
   * Every enqueued message carries a ``request_id``: the producer's, else the one of the message
     that is running on this thread (so a chain of actors shares one id), else a new one.
 """
@@ -17,6 +19,7 @@ from typing import Any
 from dramatiq import Broker, Middleware
 
 from service.logs import log_event, message_context, set_message_context
+from service.middleware.outcomes import processed_outcome, skipped_outcome
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +56,17 @@ class MessageContext(Middleware):
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
         context = message_context() or {}
-        if exception is None:
-            duration = time.monotonic() - context.get("started", time.monotonic())
-            log_event(logger, logging.DEBUG, "message.succeeded", duration_s=round(duration, 6))
+        duration = time.monotonic() - context.get("started", time.monotonic())
+        outcome = processed_outcome(message, exception)
+        log_event(
+            logger,
+            logging.INFO if outcome == "success" else logging.WARNING,
+            "message.finished",
+            outcome=outcome,
+            duration_s=round(duration, 6),
+        )
         set_message_context(None)
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
-        log_event(logger, logging.INFO, "message.skipped")
+        log_event(logger, logging.INFO, "message.finished", outcome=skipped_outcome(message), duration_s=0.0)
         set_message_context(None)

@@ -22,6 +22,7 @@ from service.deadletters.capture import mark_dead
 from service.deadletters.hooks import emit_expired
 from service.logs import log_event
 from service.middleware.options import option
+from service.middleware.outcomes import mark_skipped
 
 logger = logging.getLogger(__name__)
 
@@ -50,4 +51,5 @@ class Expiry(Middleware):
             error = MessageExpired(f"{age} ms old, max_age {max_age} ms")
             message.stuff_exception(error)
             mark_dead(message, "expired", error, message.options.get("retries", 0))
+        mark_skipped(message, "expired")
         raise SkipMessage()

@@ -31,12 +31,17 @@ from dramatiq.middleware.time_limit import TimeLimitExceeded
 
 from config.policies import DEFAULT_POLICY
 from service.logs import log_event
+from service.metrics.definitions import TIME_LIMITS
 from service.middleware.options import option
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between a hard-limit exception and the next one, for actors that swallow it.
 HARD_REPEAT = 1.0
+
+#: Seconds past its hard limit after which a thread counts as stuck (in C code or a system call:
+#: a thread running Python stops within a second of the hard-limit exception).
+STUCK_GRACE = 10.0
 
 #: Longest sleep of the monitor (it also wakes when a message with a nearer deadline starts).
 IDLE_WAIT = 1.0
@@ -59,6 +64,7 @@ class _Deadlines:
     hard_at: float
     soft_sent: bool = False
     hard_sent_at: float = 0.0
+    hard_count: int = 0
 
 
 def _next_due(entry: _Deadlines) -> float:
@@ -114,6 +120,12 @@ class TimeLimits(Middleware):
 
     after_skip_message = after_process_message
 
+    def stuck_threads(self, grace: float = STUCK_GRACE) -> int:
+        """How many threads still run a message ``grace`` seconds past its hard limit."""
+        now = time.monotonic()
+        with self._lock:
+            return sum(1 for entry in self._deadlines.values() if now >= entry.hard_at + grace)
+
     def _start(self) -> None:
         with self._lock:
             if self._monitor is None:
@@ -140,6 +152,7 @@ class TimeLimits(Middleware):
             for thread_id, entry in self._deadlines.items():
                 if now >= entry.hard_at and now - entry.hard_sent_at >= HARD_REPEAT:
                     entry.hard_sent_at = now
+                    entry.hard_count += 1
                     self._fire(thread_id, entry, "hard", HardTimeLimitExceeded)
                 elif now >= entry.soft_at and not entry.soft_sent:
                     entry.soft_sent = True
@@ -157,4 +170,6 @@ class TimeLimits(Middleware):
             actor=entry.actor,
             queue=entry.queue,
         )
+        if kind == "soft" or entry.hard_count == 1:
+            TIME_LIMITS.labels(entry.queue, entry.actor, kind).inc()  # once per limit, not per repeat
         raise_thread_exception(thread_id, exception)

@@ -1,0 +1,1 @@
+"""Health: worker heartbeats, reachability probes, the component checks, and the HTTP endpoints."""

@@ -1,0 +1,1 @@
+"""Prometheus metrics: definitions, multiprocess plumbing, and the broker gauges."""
