@@ -205,6 +205,9 @@ def worker_env(redis_url: str, migrated_database_url: str, tmp_path: Path) -> di
         "CALLBOARD_LOG_FORMAT": "json",
         "CALLBOARD_TEST_RECORD_URL": redis_url,
         "CALLBOARD_TEST_QUEUE_PREFIX": QUEUE_PREFIX,
+        # Off unless a test asks for it (with a free port): parallel runs must not share 9191.
+        "CALLBOARD_METRICS_PORT": "0",
+        "CALLBOARD_METRICS_HOST": "127.0.0.1",
     }
 
 
