@@ -94,7 +94,10 @@ def run_dev(args: argparse.Namespace) -> int:
     # The scheduler runs as its own process: forking workers from a process with scheduler
     # threads would copy their locks mid-use.
     environment = dict(
-        os.environ, CALLBOARD_BROKER_URL=settings.broker_url or (embedded and embedded.url) or ""
+        os.environ,
+        CALLBOARD_BROKER_URL=settings.broker_url or (embedded and embedded.url) or "",
+        # The workers' supervisor serves the metrics port; the scheduler takes the next one.
+        CALLBOARD_METRICS_PORT=str(settings.metrics_port + 1 if settings.metrics_port else 0),
     )
     scheduler = subprocess.Popen([sys.executable, "-m", "service.cli.main", "scheduler"], env=environment)
     try:

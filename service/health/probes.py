@@ -72,6 +72,30 @@ def broker_problem(broker: Broker, timeout: float = 3.0) -> str | None:
     return None  # a stub broker in tests: always there
 
 
+def broker_url_problem(url: str, timeout: float = 3.0) -> str | None:
+    """Why the broker at ``url`` cannot be reached, or ``None``; for processes without a broker
+    object of their own (the worker supervisor)."""
+
+    def check() -> None:
+        if url.startswith(("amqp://", "amqps://")):
+            import pika
+
+            parameters = pika.URLParameters(url)
+            parameters.socket_timeout = timeout
+            parameters.blocked_connection_timeout = timeout
+            parameters.connection_attempts = 1
+            pika.BlockingConnection(parameters).close()
+            return
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            client.ping()
+        finally:
+            client.close()
+            client.connection_pool.disconnect()
+
+    return bounded(check, timeout + 0.5)
+
+
 def _select_one(url: str | None) -> None:
     with get_engine(url).connect() as connection:
         connection.execute(text("SELECT 1"))

@@ -67,30 +67,41 @@ DEAD_LETTERS_STORED = Counter(
     "Dead letters moved into the store, by reason (counted once, by the process that stored it).",
     ["queue", "actor", "reason"],
 )
+# Set by the supervisor (one writer; "max" ignores the zeros its forked children inherit).
 WORKER_PROCESSES = Gauge(
     "callboard_worker_processes",
-    "Worker processes alive in this pod (set by the supervisor).",
-    multiprocess_mode="livemax",
+    "Worker processes alive in this pod.",
+    multiprocess_mode="max",
 )
 WORKER_HEARTBEAT = Gauge(
     "callboard_worker_heartbeat_timestamp_seconds",
     "Unix time of the stalest live worker process's last heartbeat in this pod.",
-    multiprocess_mode="livemin",
-)
-WORKER_THREADS_BUSY = Gauge(
-    "callboard_worker_threads_busy",
-    "Worker threads running a message now.",
-    multiprocess_mode="livesum",
+    multiprocess_mode="max",
 )
 WORKER_THREADS_STUCK = Gauge(
     "callboard_worker_threads_stuck",
     "Worker threads still running past their message's hard time limit plus a grace.",
+    multiprocess_mode="max",
+)
+# Set by each worker process and summed over the live ones.
+WORKER_THREADS_BUSY = Gauge(
+    "callboard_worker_threads_busy",
+    "Worker threads running a message now.",
     multiprocess_mode="livesum",
 )
 WORKER_THREADS = Gauge(
     "callboard_worker_threads",
     "Worker threads configured in live worker processes.",
     multiprocess_mode="livesum",
+)
+
+#: The unlabelled metrics a worker pod exports (the scheduler's stay out of its exposition).
+WORKER_POD_GAUGES = (
+    WORKER_PROCESSES,
+    WORKER_HEARTBEAT,
+    WORKER_THREADS_STUCK,
+    WORKER_THREADS_BUSY,
+    WORKER_THREADS,
 )
 
 # -- broker gauges (set by the scheduler leader only) ---------------------------------------

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, values
@@ -48,23 +49,23 @@ def prepare_directory(directory: Path | None) -> Path:
     return directory
 
 
-def enable(directory: Path) -> None:
+def enable(directory: Path, unlabelled: Iterable[MetricWrapperBase] = ()) -> None:
     """Write this process's (and its forked children's) metric values to ``directory``.
 
     Call before any child is forked. prometheus_client picks its value class when it is first
-    imported, which in a worker happens long before the supervisor knows its directory, so the
-    metrics that already exist are given values of the new class here (unlabelled ones are
-    re-initialised, labelled ones lose children created so far, all still zero at start).
+    imported, which in a worker happens long before the supervisor knows its directory, so
+    existing metrics are moved to the new class here: labelled ones lose the children created so
+    far (none yet at start), and the ``unlabelled`` ones given are re-initialised. Unlabelled
+    metrics not given keep in-process values and stay out of the exposition (a worker pod does
+    not export the scheduler's gauges).
     """
+    for collector in list(REGISTRY._collector_to_names):
+        if isinstance(collector, MetricWrapperBase) and collector._labelnames:
+            collector.clear()  # before the switch: prometheus_client refuses to clear afterwards
     os.environ[ENV] = str(directory)
     values.ValueClass = values.MultiProcessValue()
-    for collector in list(REGISTRY._collector_to_names):
-        if not isinstance(collector, MetricWrapperBase):
-            continue
-        if collector._labelnames:
-            collector.clear()
-        else:
-            collector._metric_init()
+    for metric in unlabelled:
+        metric._metric_init()
 
 
 def enabled() -> Path | None:

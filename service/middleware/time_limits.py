@@ -120,6 +120,11 @@ class TimeLimits(Middleware):
 
     after_skip_message = after_process_message
 
+    def running(self) -> int:
+        """How many threads run a message now."""
+        with self._lock:
+            return len(self._deadlines)
+
     def stuck_threads(self, grace: float = STUCK_GRACE) -> int:
         """How many threads still run a message ``grace`` seconds past its hard limit."""
         now = time.monotonic()

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 from dramatiq import Worker
 
@@ -22,6 +23,8 @@ from service import runtime
 from service.logs import configure_logging, log_event
 from service.middleware.handback import HandBack
 from service.middleware.recycle import Recycle
+from service.state import state_client
+from service.worker.heartbeat import Heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +45,15 @@ class WorkerOptions:
     idle_timeout: float = 1.0
 
 
-def run_worker_process(options: WorkerOptions, announce: Callable[[str], None] | None = None) -> int:
+Announce = Callable[[str, dict[str, Any]], None]
+
+
+def run_worker_process(options: WorkerOptions, announce: Announce | None = None) -> int:
     """Run a worker until SIGTERM or recycling; returns the process exit code.
 
-    ``announce("recycling")`` is called as soon as the process decides to recycle, before it
-    drains its running messages, so a supervisor can start the replacement at once.
+    ``announce("recycling", {})`` is called as soon as the process decides to recycle, before it
+    drains its running messages, so a supervisor can start the replacement at once;
+    ``announce("beat", {"busy": n, "stuck": n})`` every heartbeat interval.
     """
     stop = threading.Event()
     recycled = threading.Event()
@@ -84,7 +91,7 @@ def run_worker_process(options: WorkerOptions, announce: Callable[[str], None] |
         recycled.set()
         stop.set()
         if announce is not None:
-            announce("recycling")
+            announce("recycling", {})
 
     for middleware in broker.middleware:
         if isinstance(middleware, Recycle):
@@ -97,6 +104,14 @@ def run_worker_process(options: WorkerOptions, announce: Callable[[str], None] |
         worker_timeout=int(options.idle_timeout * 1000),
     )
     worker.start()
+    heartbeat = Heartbeat(
+        broker,
+        settings,
+        queues=options.queues,
+        threads=options.threads,
+        client=state_client(broker, settings),
+        announce=announce,
+    ).start()
     log_event(
         logger,
         logging.INFO,
@@ -108,6 +123,7 @@ def run_worker_process(options: WorkerOptions, announce: Callable[[str], None] |
     if recycled.is_set():
         log_event(logger, logging.INFO, "worker.recycling")
     worker.stop(timeout=int(options.shutdown_timeout * 1000))
+    heartbeat.stop()
     broker.close()
     log_event(logger, logging.INFO, "worker.stopped")
     return EXIT_RECYCLE if recycled.is_set() else EXIT_OK

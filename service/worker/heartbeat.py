@@ -1,0 +1,100 @@
+"""A worker process's heartbeat: its gauges, a beat to the supervisor, and the shared registry.
+
+Every ``CALLBOARD_HEARTBEAT_INTERVAL`` the heartbeat thread
+  * tells the supervisor (``announce("beat", {...})``), which answers ``/healthz`` from it and
+    sets the pod's heartbeat and stuck-thread gauges: a process that stops beating (wedged, or
+    holding the GIL in C code) or reports stuck threads makes the pod unhealthy,
+  * publishes a :class:`service.health.heartbeats.Beat` to the shared-state Redis, so
+    ``callboard health`` (and the rescuer) see which workers are alive and what they consume.
+
+A registry error is logged at most once a minute and never stops the beat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from dramatiq import Broker
+
+from config.settings import Settings
+from service.health import heartbeats
+from service.logs import log_event
+from service.metrics import definitions as m
+from service.middleware.time_limits import TimeLimits
+
+logger = logging.getLogger(__name__)
+
+Announce = Callable[[str, dict[str, Any]], None]
+
+
+class Heartbeat:
+    """Beat every ``settings.heartbeat_interval`` seconds until :meth:`stop`."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        settings: Settings,
+        *,
+        queues: tuple[str, ...],
+        threads: int,
+        client: redis.Redis | None,
+        announce: Announce | None = None,
+    ) -> None:
+        self.interval = settings.heartbeat_interval
+        self.client = client
+        self.announce = announce
+        self.beat = heartbeats.Beat(
+            id=heartbeats.new_id(), data={"queues": sorted(queues), "threads": threads}
+        )
+        self._limits = next((mw for mw in broker.middleware if isinstance(mw, TimeLimits)), None)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="callboard-heartbeat", daemon=True)
+        self._last_error = -float("inf")
+
+    def start(self) -> Heartbeat:
+        """Beat once now, then every interval in a daemon thread."""
+        m.WORKER_THREADS.set(self.beat.data["threads"])
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop beating and remove this process from the registry (it stopped cleanly)."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+        m.WORKER_THREADS.set(0)
+        if self.client is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                heartbeats.forget(self.client, "workers", self.beat.id)
+
+    def _run(self) -> None:
+        while True:
+            self.once()
+            if self._stop.wait(self.interval):
+                return
+
+    def once(self) -> None:
+        """One beat (the thread calls this; tests may too)."""
+        busy = self._limits.running() if self._limits else 0
+        stuck = self._limits.stuck_threads() if self._limits else 0
+        self.beat.data.update(busy=busy, stuck=stuck)
+        if self.announce is not None:
+            self.announce("beat", {"busy": busy, "stuck": stuck})
+        if self.client is None:
+            return
+        try:
+            heartbeats.publish(self.client, "workers", self.beat)
+        except (redis.RedisError, OSError) as error:
+            if time.monotonic() - self._last_error > 60:
+                self._last_error = time.monotonic()
+                log_event(
+                    logger,
+                    logging.WARNING,
+                    "worker.heartbeat_failed",
+                    error=f"{type(error).__name__}: {error}",
+                )
