@@ -17,7 +17,9 @@ framework, so the benchmarks start one driver subprocess per system.
 from __future__ import annotations
 
 import abc
+import functools
 import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -156,10 +158,22 @@ class CallboardSystem(System):
 
     name = "callboard"
 
+    @functools.cached_property
+    def metrics_port(self) -> int:
+        """A free port for the pod's metrics endpoint (chosen once per system)."""
+        with socket.socket() as listener:
+            listener.bind(("127.0.0.1", 0))
+            port: int = listener.getsockname()[1]
+            return port
+
     def _callboard_env(self) -> dict[str, str]:
         return {
             "CALLBOARD_BROKER_URL": self.target.url,
             "CALLBOARD_ACTOR_MODULES": "actors_callboard",
+            # Observability as shipped: metrics served (on a free port), one INFO line a message.
+            "CALLBOARD_METRICS_PORT": str(self.metrics_port),
+            "CALLBOARD_METRICS_HOST": "127.0.0.1",
+            "CALLBOARD_LOG_LEVEL": "INFO",
             **{key: value for key, value in self.extra_env.items() if key.startswith("CALLBOARD_")},
         }
 
@@ -236,6 +250,16 @@ class CallboardNoRecycleSystem(CallboardSystem):
         return {**super()._callboard_env(), "CALLBOARD_WORKER_MAX_MESSAGES": "0"}
 
 
+class CallboardQuietSystem(CallboardNoRecycleSystem):
+    """``callboard-norecycle`` with observability off: no metrics (``CALLBOARD_METRICS_PORT=0``
+    leaves the Metrics middleware out) and WARNING logs, to measure what metrics and logs cost."""
+
+    name = "callboard-norecycle-quiet"
+
+    def _callboard_env(self) -> dict[str, str]:
+        return {**super()._callboard_env(), "CALLBOARD_METRICS_PORT": "0", "CALLBOARD_LOG_LEVEL": "WARNING"}
+
+
 class CelerySystem(System):
     """Celery 5 on the Redis broker: P thread-pool workers of T threads (or one prefork pool)."""
 
@@ -303,7 +327,13 @@ class CelerySystem(System):
 
 SYSTEMS: dict[str, type[System]] = {
     system.name: system
-    for system in (DramatiqSystem, CallboardSystem, CallboardNoRecycleSystem, CelerySystem)
+    for system in (
+        DramatiqSystem,
+        CallboardSystem,
+        CallboardNoRecycleSystem,
+        CallboardQuietSystem,
+        CelerySystem,
+    )
 }
 
 

@@ -44,6 +44,7 @@ TARGETS = {
     "drain / dramatiq drain": 0.85,
     "drain / celery drain": 2.5,
     "send_many() / send()": 5.0,
+    "observability on / off": 0.95,
 }
 CALLBOARD_VARIANTS = ("callboard", "callboard-norecycle")
 
@@ -194,6 +195,9 @@ def summarise(results: dict[str, dict[str, Any]]) -> tuple[str, dict[str, float]
             if other in medians:
                 ratios[f"{variant} drain / {other} drain"] = callboard["drain"] / medians[other]["drain"]
         ratios[f"{variant} send_many() / send()"] = callboard["send_many()"] / callboard["send()"]
+    quiet, loud = medians.get("callboard-norecycle-quiet"), medians.get("callboard-norecycle")
+    if quiet and loud:
+        ratios["callboard-norecycle drain, observability on / off"] = loud["drain"] / quiet["drain"]
     return text, ratios
 
 

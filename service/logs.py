@@ -99,6 +99,10 @@ class MessageRedactingFilter(logging.Filter):
     skipped messages) and their tracebacks, whose exception text may repeat an argument. A record
     carrying a message gets ``actor(message id)`` instead, and its traceback has the values of the
     actor's sensitive arguments (``CALLBOARD_SENSITIVE_FIELDS``) replaced by ``[redacted]``.
+
+    Any record written while a message runs (an actor's own ``logger.info("sent to %s", email)``
+    included) has the values of that message's sensitive arguments replaced in its text, fields
+    and traceback; they are worked out once per message, on its first record.
     """
 
     def __init__(self, sensitive_fields: list[str]) -> None:
@@ -106,6 +110,9 @@ class MessageRedactingFilter(logging.Filter):
         self.redactor = Redactor(sensitive_fields)
 
     def filter(self, record: logging.LogRecord) -> bool:
+        context = message_context()
+        if context is not None and "message" in context:
+            self._scrub_running(record, context)
         if not isinstance(record.args, tuple) or not any(_is_message(arg) for arg in record.args):
             return True
         values: list[str] = []
@@ -122,6 +129,27 @@ class MessageRedactingFilter(logging.Filter):
             record.exc_text = Redactor.scrub(text, values)
             record.exc_info = None
         return True
+
+
+    def _scrub_running(self, record: logging.LogRecord, context: dict[str, Any]) -> None:
+        values = context.get("sensitive")
+        if values is None:
+            values = context["sensitive"] = _sensitive_values_of(self.redactor, context["message"])
+        if not values:
+            return
+        if record.args and not any(_is_message(arg) for arg in (record.args or ())):
+            record.msg, record.args = record.getMessage(), None
+        if isinstance(record.msg, str):
+            record.msg = Redactor.scrub(record.msg, values)
+        fields = getattr(record, "fields", None)
+        if fields:
+            record.fields = {
+                key: Redactor.scrub(value, values) if isinstance(value, str) else value
+                for key, value in fields.items()
+            }
+        if record.exc_info:
+            record.exc_text = Redactor.scrub(logging.Formatter().formatException(record.exc_info), values)
+            record.exc_info = None
 
 
 def _is_message(value: object) -> bool:

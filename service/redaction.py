@@ -8,6 +8,7 @@ messages, tracebacks) so ``ValueError(f"bad address {email}")`` does not leak th
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -120,14 +121,26 @@ def _parameter_names(fn: Callable[..., Any] | None, count: int) -> list[str | No
     if fn is None:
         return []
     try:
+        positional, var_positional = _signature_names(fn)
+    except TypeError:  # unhashable callable: no cache
+        positional, var_positional = _signature_names.__wrapped__(fn)
+    names: list[str | None] = list(positional)
+    if var_positional is not None and count > len(names):
+        names += [var_positional] * (count - len(names))
+    return names
+
+
+@functools.lru_cache(maxsize=1024)
+def _signature_names(fn: Callable[..., Any]) -> tuple[tuple[str, ...], str | None]:
+    # Cached: logs redact every message's arguments, and inspect.signature is slow.
+    try:
         parameters = list(inspect.signature(fn).parameters.values())
     except (TypeError, ValueError):
-        return []
-    names: list[str | None] = []
+        return (), None
+    names: list[str] = []
     for parameter in parameters:
         if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
-            names += [parameter.name] * (count - len(names))
-            break
+            return tuple(names), parameter.name
         if parameter.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
             names.append(parameter.name)
-    return names
+    return tuple(names), None

@@ -27,7 +27,8 @@ def build_middleware(settings: Settings) -> list[Middleware]:
 
     1. ``MessageContext``: first in, last out, so every other hook logs with the message's context.
     2. ``Metrics``: its ``after`` hooks run after Retries' and Expiry's, so it counts the outcome
-       they decided; its ``before`` hook measures the wait before anything else runs.
+       they decided; its ``before`` hook measures the wait before anything else runs. Left out
+       when ``CALLBOARD_METRICS_PORT`` is 0 (nothing would serve what it counts).
     3. ``DeadLetterMover``: drains the broker's dead-letter queues into the store (a thread).
     4. ``Callbacks``, ``Pipelines``, ``ShutdownNotifications`` (Dramatiq's): ``on_success`` /
        ``on_failure``, ``pipeline()``, ``notify_shutdown`` work as in plain Dramatiq (as there,
@@ -40,9 +41,10 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     9. ``HandBack``: tracks running messages so shutdown can return them to the broker.
     10. ``TimeLimits``: last in, first out, so the limits cover the actor and nothing else.
     """
+    metrics: list[Middleware] = [Metrics()] if settings.metrics_port else []
     return [
         MessageContext(),
-        Metrics(),
+        *metrics,
         DeadLetterMover(interval=settings.dlq_drain_interval),
         Callbacks(),
         Pipelines(),

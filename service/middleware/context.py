@@ -48,6 +48,7 @@ class MessageContext(Middleware):
                 "attempt": message.options.get("retries", 0) + 1,
                 "request_id": message.options.get("request_id"),
                 "started": time.monotonic(),
+                "message": message,  # for the log filter's redaction; not a logged field
             }
         )
         log_event(logger, logging.DEBUG, "message.started")

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -53,6 +54,9 @@ def _child_main(options: WorkerOptions, channel: Connection) -> None:
             channel.send((kind, data))
 
     code = run_worker_process(options, announce)
+    from service.sentry import flush_sentry  # os._exit below skips Sentry's own flush at exit
+
+    flush_sentry()
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -79,6 +83,7 @@ class Supervisor:
         self.options = options
         self.processes = processes
         self.settings = settings or get_settings()
+        self.metrics_dir: Path | None = None
         self.children: list[_Child] = []
         self.stopping = False
         self.exit_code = 0
@@ -92,9 +97,11 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         # Before the first fork: children inherit the directory and write their values there.
         temporary = self.settings.metrics_dir is None
-        self.metrics_dir = multiprocess.prepare_directory(self.settings.metrics_dir)
-        multiprocess.enable(self.metrics_dir, m.WORKER_POD_GAUGES)
-        server = self._serve()
+        server = None
+        if self.settings.metrics_port:
+            self.metrics_dir = multiprocess.prepare_directory(self.settings.metrics_dir)
+            multiprocess.enable(self.metrics_dir, m.WORKER_POD_GAUGES)
+            server = self._serve()
         for slot in range(self.processes):
             self._start(slot)
         log_event(logger, logging.INFO, "supervisor.started", processes=self.processes, pid=os.getpid())
@@ -109,7 +116,7 @@ class Supervisor:
         finally:
             if server is not None:
                 server.stop()
-            if temporary:
+            if temporary and self.metrics_dir is not None:
                 shutil.rmtree(self.metrics_dir, ignore_errors=True)
         log_event(logger, logging.INFO, "supervisor.stopped", exit_code=self.exit_code)
         return self.exit_code
@@ -122,10 +129,8 @@ class Supervisor:
             m.WORKER_HEARTBEAT.set(min(child.beat_at or child.started_at for child in working))
         m.WORKER_THREADS_STUCK.set(sum(child.stuck for child in self.children))
 
-    def _serve(self) -> HealthServer | None:
+    def _serve(self) -> HealthServer:
         settings = self.settings
-        if not settings.metrics_port:
-            return None
         broker_url = settings.broker_url or EmbeddedRedis(settings.data_dir).url
         broker = probes.Cached(lambda: probes.broker_url_problem(broker_url))
         database = probes.Cached(probes.database_problem)
@@ -138,6 +143,7 @@ class Supervisor:
             return [problem for problem in problems if problem]
 
         directory = self.metrics_dir
+        assert directory is not None
         return HealthServer(
             settings.metrics_host,
             settings.metrics_port,
@@ -201,7 +207,7 @@ class Supervisor:
                 continue
             self.children.remove(child)
             child.channel.close()
-            if child.process.pid is not None:
+            if child.process.pid is not None and self.metrics_dir is not None:
                 multiprocess.retire(child.process.pid, self.metrics_dir)
             if self.stopping or child.retiring:
                 continue

@@ -127,7 +127,11 @@ def test_dev_runs_workers_and_scheduler_on_embedded_redis_and_keeps_data_across_
     )
     try:
         done = wait_until(
-            lambda: [e for e in again.events("message.succeeded") if e.get("actor") == "sleep"],
+            lambda: [
+                e
+                for e in again.events("message.finished")
+                if e.get("actor") == "sleep" and e.get("outcome") == "success"
+            ],
             timeout=60,
             message="the message kept across the restart",
         )

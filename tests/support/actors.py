@@ -6,6 +6,7 @@ queues on a shared RabbitMQ. Every actor records what happened under the caller'
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -111,3 +112,15 @@ def tb_secret(tag: str, email: str, password: str = "") -> None:
 def tb_alert(actor: str, queue: str, reason: str, count: int, dead_letter_id: int) -> None:
     """The dead-letter alert actor of the tests: record each alert."""
     record("alerts", "alert", actor=actor, count=count, reason=reason)
+
+
+@actor(queue_name=QUEUE, max_retries=0)
+def tb_log_secret(tag: str, api_token: str) -> None:
+    """Log the secret argument the careless way (positional %s and in an exception), then record."""
+    log = logging.getLogger("tests.careless")
+    log.warning("calling the API with %s", api_token)
+    try:
+        raise RuntimeError(f"refused token {api_token}")
+    except RuntimeError:
+        log.exception("call failed")
+    record(tag, "done")
