@@ -12,6 +12,30 @@
 * Every message carries ``max_age`` (the entry's ``expires``, by default until the next fire),
   ``scheduled_at``, an ``idempotency_key`` ``<entry>:<slot ISO>``, ``schedule_entry`` and a
   ``request_id``.
+
+Instrumenting (in-process prometheus_client values; ``docs/how-to/schedule.md``, Metrics):
+
+* ``callboard_scheduler_fires_total{entry,outcome}``: one per slot handled by this replica, by
+  outcome: ``sent``, ``caught_up``, ``send_failed``, ``skipped_overlap`` (in :meth:`_send`, only
+  for the replica that claimed the slot) and ``missed`` (in :meth:`_fire_due`: each missed slot
+  within the catch-up window that the policy did not send). Paused slots are not counted.
+* ``callboard_scheduler_lateness_seconds{entry}``: send time minus slot time of each slot sent
+  successfully, caught-up ones included (so a takeover's gap shows in the high buckets).
+* ``callboard_scheduler_last_fire_timestamp_seconds{entry}``: Unix time of the last successful
+  send (the send time, not the slot time: a caught-up slot counts as a fire now).
+* ``callboard_scheduler_entry_interval_seconds{entry}``: enabled entries only; at install the
+  trigger's ``interval_hint``, after each successful send the gap from that slot to the next one
+  (a weekday cron's Friday fire reports three days), so "no fire for twice the interval since the
+  last fire" holds across irregular crons. Removed with its entry on reload.
+* ``callboard_scheduler_leader``: 1 while this replica trusts its lease (read at scrape time).
+* ``callboard_scheduler_reloads_total{outcome}``: ``ok`` / ``failed``.
+* ``callboard_scheduler_tick_timestamp_seconds``: each lease renewal (every main-loop pass, and
+  during long catch-up passes); :meth:`SchedulerDaemon.liveness_problems` reads the same tick.
+* The broker gauges (:mod:`service.metrics.broker_gauges`), refreshed off the main thread while
+  this replica leads and cleared when it does not.
+
+Each lease renewal also hands a heartbeat (role ``schedulers``) to a publisher thread: a slow or
+unreachable Redis never delays the main loop; errors are logged at most once a minute.
 """
 
 from __future__ import annotations
@@ -19,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import random
 import signal
@@ -31,6 +56,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from dramatiq import Broker
@@ -42,8 +68,20 @@ from scheduler.schedule import Entry, Schedule, ScheduleError, load_schedule
 from scheduler.trigger import Trigger
 from service import runs
 from service.errors import CallboardError
+from service.health import heartbeats
 from service.logs import log_event
+from service.metrics import broker_gauges
+from service.metrics.definitions import (
+    ENTRY_INTERVAL,
+    FIRES,
+    LAST_FIRE,
+    LATENESS,
+    LEADER,
+    RELOADS,
+    TICK,
+)
 from service.sending import send
+from service.state import state_client
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +95,12 @@ GRACE = timedelta(seconds=2)
 
 #: Most slots one pass considers for one entry (an every-second entry with a day's window).
 MAX_SLOTS = 10_000
+
+#: Seconds without a lease renewal after which ``/healthz`` fails (at least; see liveness_problems).
+MIN_STALL = 10.0
+
+#: At most one heartbeat error line per this many seconds.
+LOG_EVERY = 60.0
 
 
 def due_slots(trigger: Trigger, after: datetime, until: datetime) -> list[datetime]:
@@ -93,6 +137,11 @@ class SchedulerDaemon:
         self.schedule: Schedule = load_schedule(self.path, broker)  # raises ScheduleError
         self.token: int | None = None
         self._valid_until = 0.0  # monotonic: leadership is trusted until then
+        self._started = time.time()
+        self._last_tick = time.monotonic()  # the last lease renewal (liveness)
+        self._intervals: set[str] = set()  # entries with an interval series
+        self._heartbeats = _Heartbeats(state_client(broker, settings))
+        self._gauges = broker_gauges.Refresher(broker, settings, self._is_leader)
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._wake = threading.Event()  # ends the main loop's wait: stop or SIGHUP
@@ -113,6 +162,8 @@ class SchedulerDaemon:
             log_event(logger, logging.WARNING, "schedule.warning", warning=warning)
         self._install(self.schedule)
         self._timers.start()
+        LEADER.set_function(lambda: 1 if self._is_leader() else 0)
+        self._gauges.start()
         log_event(
             logger,
             logging.INFO,
@@ -130,11 +181,23 @@ class SchedulerDaemon:
                 self._keep_lease()  # a long reload must not outlast the trusted lease
             self._wake.wait(renew_every)
             self._wake.clear()
+        self._gauges.stop()  # cleared before the lease goes: no moment with two exporters
         self._timers.shutdown(wait=True)
         if self.token is not None:
             state.release_lease(LEASE_NAME, self.holder)
+            self.token = None
+        self._heartbeats.close(self.holder)
         log_event(logger, logging.INFO, "scheduler.stopped", holder=self.holder)
         return 0
+
+    def liveness_problems(self) -> list[str]:
+        """Why this daemon is stuck, or ``[]``: its main loop renews the lease every lease/3 s,
+        so no renewal for three such periods (at least :data:`MIN_STALL` s) means it hangs."""
+        limit = max(self.settings.scheduler_lease, MIN_STALL)
+        stalled = time.monotonic() - self._last_tick
+        if stalled > limit:
+            return [f"scheduler main loop stalled: no lease renewal for {stalled:.0f}s (limit {limit:g}s)"]
+        return []
 
     def stop(self) -> None:
         """Ask :meth:`run` to return (from another thread or a signal handler)."""
@@ -154,10 +217,12 @@ class SchedulerDaemon:
         try:
             schedule = load_schedule(self.path, self.broker)
         except (ScheduleError, OSError) as error:
+            RELOADS.labels(outcome="failed").inc()
             log_event(logger, logging.ERROR, "schedule.reload_failed", error=str(error))
             # Remember the bad file's digest so it is not reloaded (and logged) again every pass.
             self.schedule = dataclasses.replace(self.schedule, digest=_digest(self.path) or "")
             return False
+        RELOADS.labels(outcome="ok").inc()
         self.schedule = schedule
         self._install(schedule)
         log_event(logger, logging.INFO, "schedule.reloaded", entries=len(schedule.entries))
@@ -180,6 +245,18 @@ class SchedulerDaemon:
                     name=entry.name,
                     replace_existing=True,
                 )
+        enabled = {name for name, entry in schedule.entries.items() if entry.enabled}
+        for name in self._intervals - enabled:
+            ENTRY_INTERVAL.remove(name)
+            LAST_FIRE.remove(name)  # "not fired for long" means nothing for an entry that is gone
+        self._intervals = set()
+        for name in enabled:
+            self._set_interval(name, schedule.entries[name].trigger.interval_hint)
+
+    def _set_interval(self, name: str, seconds: float) -> None:
+        if math.isfinite(seconds):
+            ENTRY_INTERVAL.labels(entry=name).set(seconds)
+            self._intervals.add(name)
 
     # -- leadership -------------------------------------------------------------------------
 
@@ -197,12 +274,25 @@ class SchedulerDaemon:
         self.token = token
         # Trust the lease for less than its length, so we stop before a standby may take over.
         self._valid_until = started + ttl * 0.8 if token is not None else 0.0
+        self._tick()
         if token is not None and not was_leader:
             log_event(logger, logging.INFO, "scheduler.leader", holder=self.holder, token=token)
             if catch_up:
                 self.catch_up()
         elif token is None and was_leader:
+            broker_gauges.clear()  # at once: the new leader may export them already
             log_event(logger, logging.WARNING, "scheduler.lost_lease", holder=self.holder)
+
+    def _tick(self) -> None:
+        """The main loop (or a long pass) made progress: liveness, the tick gauge, a heartbeat."""
+        self._last_tick = time.monotonic()
+        TICK.set(time.time())
+        beat = heartbeats.Beat(
+            id=self.holder,
+            data={"leader": self._is_leader(), "token": self.token, "entries": len(self.schedule.entries)},
+            started=self._started,
+        )
+        self._heartbeats.offer(beat)
 
     def _is_leader(self) -> bool:
         return self.token is not None and time.monotonic() < self._valid_until
@@ -269,6 +359,11 @@ class SchedulerDaemon:
                 count=len(missed),
                 catchup=entry.catchup,
             )
+        if missed:
+            sending = set(chosen)
+            unsent = sum(1 for slot in missed if slot not in sending)
+            if unsent:
+                FIRES.labels(entry=entry.name, outcome="missed").inc(unsent)
         for slot in chosen:
             self._send(entry, slot, "sent" if slot in on_time else "caught_up")
         if not chosen:
@@ -280,6 +375,7 @@ class SchedulerDaemon:
             return
         if entry.overlap == "skip" and runs.is_running(entry.name):
             if state.record_fire(entry.name, slot, "skipped_overlap", token):
+                FIRES.labels(entry=entry.name, outcome="skipped_overlap").inc()
                 log_event(
                     logger, logging.INFO, "schedule.skipped_overlap", entry=entry.name, slot=slot.isoformat()
                 )
@@ -287,8 +383,9 @@ class SchedulerDaemon:
         if not state.record_fire(entry.name, slot, outcome, token):
             return  # another replica handled this slot
         message_id = send_entry(entry, slot, self.settings, broker=self.broker)
-        state.set_fire_result(entry.name, slot, outcome if message_id else "send_failed", message_id)
         now = datetime.now(UTC)
+        self._count_fire(entry, slot, outcome if message_id else "send_failed", now)
+        state.set_fire_result(entry.name, slot, outcome if message_id else "send_failed", message_id)
         log_event(
             logger,
             logging.INFO,
@@ -299,6 +396,85 @@ class SchedulerDaemon:
             message_id=message_id,
             lateness_ms=round((now - slot).total_seconds() * 1000, 1),
         )
+
+    def _count_fire(self, entry: Entry, slot: datetime, outcome: str, sent_at: datetime) -> None:
+        FIRES.labels(entry=entry.name, outcome=outcome).inc()
+        if outcome == "send_failed":
+            return
+        LATENESS.labels(entry=entry.name).observe(max((sent_at - slot).total_seconds(), 0.0))
+        LAST_FIRE.labels(entry=entry.name).set(sent_at.timestamp())
+        following = entry.trigger.next_fire(slot)
+        if following is not None and entry.name in self.schedule.entries:
+            self._set_interval(entry.name, (following - slot).total_seconds())
+
+
+class _Heartbeats:
+    """Publish the daemon's heartbeats from a daemon thread of their own, newest beat only.
+
+    The main loop hands a beat over and never waits for Redis, so a slow or black-holed Redis
+    cannot delay lease renewal; beats offered while one is being published replace each other.
+    Errors are logged at most once a minute. Without a shared-state Redis (RabbitMQ and no
+    ``CALLBOARD_REDIS_URL``) nothing is published.
+    """
+
+    def __init__(self, client: redis.Redis | None) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._closed = threading.Event()
+        self._pending: heartbeats.Beat | None = None
+        self._forget: str | None = None
+        self._logged = -math.inf
+        self._thread: threading.Thread | None = None
+
+    def offer(self, beat: heartbeats.Beat) -> None:
+        """Publish ``beat`` soon (instead of any beat not published yet)."""
+        if self._client is None:
+            return
+        with self._lock:
+            self._pending = beat
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="callboard-heartbeat", daemon=True)
+                self._thread.start()
+        self._ready.set()
+
+    def close(self, beat_id: str, timeout: float = 2.0) -> None:
+        """Drop unpublished beats and remove ``beat_id`` from the registry (a clean stop),
+        waiting at most ``timeout`` seconds."""
+        with self._lock:
+            self._pending = None
+            self._forget = beat_id
+            thread = self._thread
+        if thread is None:
+            return
+        self._ready.set()
+        self._closed.wait(timeout)
+
+    def _run(self) -> None:
+        assert self._client is not None
+        client = self._client
+        while True:
+            self._ready.wait()
+            self._ready.clear()
+            with self._lock:
+                beat, self._pending, forget = self._pending, None, self._forget
+            try:
+                if forget is not None:
+                    heartbeats.forget(client, "schedulers", forget)
+                elif beat is not None:
+                    heartbeats.publish(client, "schedulers", beat)
+            except Exception as error:  # redis errors, timeouts: the next beat tries again
+                if time.monotonic() - self._logged >= LOG_EVERY:
+                    self._logged = time.monotonic()
+                    log_event(
+                        logger,
+                        logging.WARNING,
+                        "scheduler.heartbeat_failed",
+                        error=f"{type(error).__name__}: {error}"[:300],
+                    )
+            if forget is not None:
+                self._closed.set()
+                return
 
 
 def run_ttl(entry: Entry, broker: Broker, expires: float) -> float:
