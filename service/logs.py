@@ -130,7 +130,6 @@ class MessageRedactingFilter(logging.Filter):
             record.exc_info = None
         return True
 
-
     def _scrub_running(self, record: logging.LogRecord, context: dict[str, Any]) -> None:
         values = context.get("sensitive")
         if values is None:

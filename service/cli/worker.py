@@ -99,6 +99,7 @@ def run_dev(args: argparse.Namespace) -> int:
         # The workers' supervisor serves the metrics port; the scheduler takes the next one.
         CALLBOARD_METRICS_PORT=str(settings.metrics_port + 1 if settings.metrics_port else 0),
     )
+    environment.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the scheduler is one process: in-process values
     scheduler = subprocess.Popen([sys.executable, "-m", "service.cli.main", "scheduler"], env=environment)
     try:
         return _supervise(args, settings)

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import signal
+import urllib.request
 from pathlib import Path
 
 import pytest
 import redis
 
 from service.db.migrate import head_revision
+from tests.support.ports import free_port
 from tests.support.processes import CallboardProcess, run_callboard
 from tests.support.waiting import wait_until
 
@@ -97,6 +99,16 @@ def test_actors_lists_policies_as_json(worker_env: dict[str, str]) -> None:
     assert rows["tb_soft"]["soft_time_limit_s"] == 0.5
 
 
+def _text(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return str(response.read().decode())
+
+
+def _get(port: int, path: str) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return int(response.status)
+
+
 def test_dev_runs_workers_and_scheduler_on_embedded_redis_and_keeps_data_across_restarts(
     tmp_path: Path,
 ) -> None:
@@ -105,12 +117,18 @@ def test_dev_runs_workers_and_scheduler_on_embedded_redis_and_keeps_data_across_
         "CALLBOARD_WORKER_PROCESSES": "1",
         "CALLBOARD_WORKER_THREADS": "2",
         "CALLBOARD_LOG_FORMAT": "json",
+        "CALLBOARD_METRICS_PORT": str(port := free_port()),
+        "CALLBOARD_METRICS_HOST": "127.0.0.1",
     }
     # Given `callboard dev` consuming only the critical queue
     dev = CallboardProcess("dev", "--queues", "critical", env=env, log_path=tmp_path / "dev1.log")
     try:
         dev.wait_for_event("worker.started", timeout=60)
         dev.wait_for_event("scheduler.leader", timeout=60)  # dev runs the scheduler too
+        # serving the workers' metrics and probes on the port, the scheduler's on the next one
+        assert _get(port, "/healthz") == 200
+        assert "callboard_worker_processes 1.0" in _text(port, "/metrics")
+        wait_until(lambda: "callboard_scheduler_leader 1.0" in _text(port + 1, "/metrics"), timeout=20)
         # When a message is sent to another queue, and dev is stopped with Ctrl-C
         sent = run_callboard("send", "sleep", "--args", "[0]", env=env)
         assert sent.returncode == 0, sent.stderr
