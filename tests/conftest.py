@@ -223,6 +223,15 @@ def producer(
 
 
 @pytest.fixture
+def redis_producer(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Broker]:
+    """This process as a producer on the run's Redis only (for tests that are not about brokers)."""
+    from tests.support.producer import producing_on
+
+    with producing_on(redis_url, redis_url, tmp_path / "var", monkeypatch) as broker:
+        yield broker
+
+
+@pytest.fixture
 def operator_env(
     worker_env: dict[str, str], broker_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,17 +17,8 @@ from service.metrics.definitions import wait_buckets
 from tests.integration.conftest import StartWorker
 from tests.support.actors import QUEUE
 from tests.support.ports import free_port
-from tests.support.producer import producing_on
 from tests.support.records import entries
 from tests.support.waiting import wait_until
-
-
-@pytest.fixture
-def redis_producer(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Broker]:
-    """This process as a producer on the run's Redis only."""
-    with producing_on(redis_url, redis_url, tmp_path / "var", monkeypatch) as broker:
-        yield broker
-
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
