@@ -31,7 +31,9 @@ def get_broker() -> Broker:
     with _lock:
         if _broker is None:
             from service.brokers.factory import build_broker
+            from service.sentry import init_sentry
 
+            init_sentry(get_settings())  # before the broker: Sentry patches Broker.__init__
             install(build_broker(get_settings()))
         assert _broker is not None
         return _broker
