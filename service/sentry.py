@@ -11,8 +11,9 @@ Guarantees:
     failed (``message.failed``) only when it is dead-lettered. :func:`before_send` drops the
     integration's event for an attempt that will be retried and keeps the one of the attempt that
     dead-letters the message, tagged with the dead letter's ``reason`` and ``attempts``.
-    Exceptions in an actor's ``throws`` are expected failures: as in Dramatiq and Sentry's own
-    integration, they are dead-lettered without an event.
+    An exception in an actor's ``throws``, which Sentry's integration ignores as expected, is
+    captured by :class:`SentryContext` when it dead-letters the message: every dead letter
+    that an actor run produced has exactly one event.
   * **No second event from the logs.** Sentry's logging integration keeps its defaults
     (breadcrumbs from INFO, an event for each ERROR record), so an actor's ``logger.error(...)``
     and Callboard's operational errors still reach Sentry; the two ERROR records that repeat a
@@ -41,6 +42,7 @@ from typing import Any, cast
 from dramatiq import Broker, Middleware
 
 from config.settings import Settings, get_settings
+from service.middleware.options import option
 from service.redaction import MIN_SCRUB_LENGTH, REDACTED, Redactor, sensitive_values
 
 #: Breadcrumbs kept per scope (one scope per message): the last log lines before a failure.
@@ -111,7 +113,6 @@ def init_sentry(settings: Settings | None = None) -> bool:
             before_send=cast(Any, before_send),
             before_send_transaction=cast(Any, before_send_transaction),
         )
-        _add_context_middleware()
         _enabled = True
         return True
 
@@ -142,7 +143,8 @@ class RunningMessage:
 
 
 class SentryContext(Middleware):
-    """Placed right after Sentry's middleware (which opens one Sentry scope per message).
+    """First in our stack when Sentry is on, so right after Sentry's own middleware (which its
+    integration inserts in front of every broker's stack and which opens one scope per message).
 
     ``before_process_message`` tags the message's scope and adds an event processor that hands
     the message to :func:`before_send` through the event hint, so ``before_send`` can tell a
@@ -166,32 +168,29 @@ class SentryContext(Middleware):
             fn = None
         scope.add_event_processor(cast(Any, RunningMessage(message, fn).into_hint))
 
+    def after_process_message(
+        self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        # Sentry's middleware, like Dramatiq, treats an exception in ``throws`` as expected and
+        # reports nothing; here it dead-letters the message, and every dead letter gets its event.
+        if exception is None or not message.failed:
+            return
+        throws = option(broker, message, "throws")
+        if throws and isinstance(exception, throws):
+            import sentry_sdk
+            from sentry_sdk.utils import event_from_exception
+
+            # Captured as Sentry's middleware captures a failed attempt, so before_send treats
+            # both alike (it keeps the event of the attempt that dead-letters the message).
+            event, hint = event_from_exception(
+                exception,
+                client_options=sentry_sdk.get_client().options,
+                mechanism={"type": "dramatiq", "handled": False},
+            )
+            sentry_sdk.capture_event(event, hint=hint)
+
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         flush_sentry()
-
-
-def _add_context_middleware() -> None:
-    """Give every broker built from now on a :class:`SentryContext` right after Sentry's middleware.
-
-    Wraps ``Broker.__init__`` the way Sentry's integration does (this wrapper runs first and
-    Sentry's then inserts its own middleware at the front, so the order is Sentry's, ours, the
-    stack). Dramatiq runs ``before_*`` hooks in stack order, so ours sees the scope Sentry opened.
-    """
-    sentry_init = Broker.__init__
-    if getattr(sentry_init, "_callboard_sentry", False):
-        return
-
-    def init(self: Broker, *args: Any, **kwargs: Any) -> None:
-        middleware = kwargs.get("middleware")
-        if middleware is not None:
-            kwargs["middleware"] = [
-                SentryContext(),
-                *(item for item in middleware if not isinstance(item, SentryContext)),
-            ]
-        sentry_init(self, *args, **kwargs)
-
-    init._callboard_sentry = True  # type: ignore[attr-defined]
-    Broker.__init__ = init  # type: ignore[method-assign]
 
 
 def before_send(event: Event, hint: Hint) -> Event | None:

@@ -18,12 +18,17 @@ from service.middleware.recycle import Recycle
 from service.middleware.retries import Retries
 from service.middleware.run_markers import RunMarkers
 from service.middleware.time_limits import TimeLimits
+from service.sentry import SentryContext, sentry_enabled
 
 
 def build_middleware(settings: Settings) -> list[Middleware]:
     """The middleware stack, in order.
 
     Dramatiq runs ``before_*`` hooks in this order and ``after_*`` hooks in reverse, so:
+
+    0. With Sentry on: Sentry's middleware (inserted by its integration) and ``SentryContext``,
+       which tags the message's Sentry scope and reports ``throws`` dead letters; their
+       ``after`` hooks run last, once every decision about the attempt is made.
 
     1. ``MessageContext``: first in, last out, so every other hook logs with the message's context.
     2. ``Metrics``: its ``after`` hooks run after Retries' and Expiry's, so it counts the outcome
@@ -42,7 +47,11 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     10. ``TimeLimits``: last in, first out, so the limits cover the actor and nothing else.
     """
     metrics: list[Middleware] = [Metrics()] if settings.metrics_port else []
+    # Sentry's integration puts its own middleware in front of the stack when the broker is
+    # built; ours must come right behind it, within the scope it opens per message.
+    sentry: list[Middleware] = [SentryContext()] if sentry_enabled() else []
     return [
+        *sentry,
         MessageContext(),
         *metrics,
         DeadLetterMover(interval=settings.dlq_drain_interval),

@@ -42,7 +42,8 @@ PASSWORD_KW = "correct-horse-kw"
 TOKEN_KW = "tok_kw_90210xyz"
 EMAIL_FLAKY = "carol.flaky@example.net"
 EMAIL_LOGGED = "dave.logged@example.com"
-SECRETS = (EMAIL, PASSWORD, TOKEN, EMAIL_KW, PASSWORD_KW, TOKEN_KW, EMAIL_FLAKY, EMAIL_LOGGED)
+EMAIL_REFUSED = "erin.refused@example.com"
+SECRETS = (EMAIL, PASSWORD, TOKEN, EMAIL_KW, PASSWORD_KW, TOKEN_KW, EMAIL_FLAKY, EMAIL_LOGGED, EMAIL_REFUSED)
 
 ENVELOPE_PATH = "/api/1/envelope/"
 
@@ -124,7 +125,10 @@ def test_a_worker_sends_one_scrubbed_event_per_dead_letter(
         CALLBOARD_SENTRY_ENVIRONMENT="sentry-test",
         CALLBOARD_ACTOR_MODULES="tests.support.actors,tests.support.sentry_actors",
     )
-    tags = {name: f"{name}-{uuid.uuid4().hex[:8]}" for name in ("positional", "keywords", "flaky", "logs")}
+    tags = {
+        name: f"{name}-{uuid.uuid4().hex[:8]}"
+        for name in ("positional", "keywords", "flaky", "logs", "refused")
+    }
 
     # When two messages fail three times each (secrets passed positionally, then as keywords),
     # one fails once and then succeeds, and one logs an ERROR of its own
@@ -139,18 +143,23 @@ def test_a_worker_sends_one_scrubbed_event_per_dead_letter(
     )
     send("tb_sentry_flaky", [tags["flaky"], EMAIL_FLAKY])
     send("tb_sentry_logs", [tags["logs"], EMAIL_LOGGED])
+    # and one raises an exception of its actor's ``throws`` (non-retryable: dead at once)
+    refused = send("tb_sentry_refused", [tags["refused"], EMAIL_REFUSED])
     for name in ("positional", "keywords"):
         wait_until(lambda name=name: len(entries(tags[name], "attempt")) == 3, message=f"3 attempts ({name})")
     wait_until(lambda: entries(tags["flaky"], "done"), message="the flaky message done")
     wait_until(lambda: entries(tags["logs"], "done"), message="the logging message done")
-    wait_until(lambda: len(events(sentry_server)) >= 3, message="3 Sentry events")
+    wait_until(lambda: entries(tags["refused"], "attempt"), message="the refused message ran")
+    wait_until(lambda: len(events(sentry_server)) >= 4, message="4 Sentry events")
     worker.stop()  # flushes Sentry; whatever was still queued is now sent
 
     # Then exactly one event per dead letter, plus the actor's own ERROR log, and nothing else
     received = events(sentry_server)
     failures = [event for event in received if event.get("exception")]
     logged = [event for event in received if not event.get("exception")]
-    assert sorted(event["tags"]["message_id"] for event in failures) == sorted([positional, keywords])
+    assert sorted(event["tags"]["message_id"] for event in failures) == sorted(
+        [positional, keywords, refused]
+    )
     assert len(logged) == 1, logged
     assert logged[0]["logger"] == "tests.support.sentry_actors"
     assert logged[0]["logentry"]["formatted"] == f"could not reach {REDACTED}, carrying on"
@@ -172,6 +181,10 @@ def test_a_worker_sends_one_scrubbed_event_per_dead_letter(
         assert frame["vars"]["email"] == frame["vars"]["password"] == frame["vars"]["token"] == REDACTED
         assert frame["vars"]["profile"] == {"user_email": REDACTED, "api_token": REDACTED}
         assert REDACTED in frame["vars"]["note"]
+    refusal = by_id[refused]
+    assert refusal["tags"]["dead_letter_reason"] == "non_retryable"
+    assert refusal["contexts"]["dead_letter"] == {"reason": "non_retryable", "attempts": 1}
+    assert refusal["exception"]["values"][-1]["value"] == f"{REDACTED} may not receive this"
     data_positional = by_id[positional]["contexts"]["dramatiq"]["data"]
     assert data_positional["args"] == [tags["positional"], REDACTED, REDACTED, REDACTED]
     data_keywords = by_id[keywords]["contexts"]["dramatiq"]["data"]

@@ -42,3 +42,10 @@ def tb_sentry_logs(tag: str, email: str) -> None:
     """Succeed, but log an ERROR naming the address (an actor's own error report)."""
     logger.error("could not reach %s, carrying on", email)
     record(tag, "done")
+
+
+@actor(queue_name=QUEUE, throws=(PermissionError,), max_retries=5)
+def tb_sentry_refused(tag: str, email: str) -> None:
+    """Raise a non-retryable exception (in ``throws``): dead-lettered at once."""
+    record(tag, "attempt")
+    raise PermissionError(f"{email} may not receive this")
