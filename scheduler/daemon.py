@@ -252,6 +252,23 @@ class SchedulerDaemon:
         self._intervals = set()
         for name in enabled:
             self._set_interval(name, schedule.entries[name].trigger.interval_hint)
+        self._restore_last_fires(sorted(enabled))
+
+    def _restore_last_fires(self, names: list[str]) -> None:
+        # From the history, so "has not fired for 2x its interval" holds across restarts and on
+        # standbys, not only for slots this process sent.
+        try:
+            found = state.last_sent(names)
+        except Exception as error:  # the database may be down: the gauges fill in as slots are sent
+            log_event(
+                logger,
+                logging.WARNING,
+                "scheduler.history_unavailable",
+                error=f"{type(error).__name__}: {error}",
+            )
+            return
+        for name, sent_at in found.items():
+            LAST_FIRE.labels(entry=name).set(sent_at.timestamp())
 
     def _set_interval(self, name: str, seconds: float) -> None:
         if math.isfinite(seconds):

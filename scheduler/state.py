@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Float, Integer, String, UniqueConstraint, case, select, update
+from sqlalchemy import Boolean, Float, Integer, String, UniqueConstraint, case, func, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
@@ -84,6 +84,17 @@ def entry_states(names: list[str] | None = None) -> dict[str, EntryView]:
             row.name: EntryView(row.name, row.paused, row.last_slot, row.last_outcome)
             for row in db.scalars(query)
         }
+
+
+def last_sent(names: list[str]) -> dict[str, datetime]:
+    """When each of ``names`` last had a slot sent (on time or caught up), from the history."""
+    query = (
+        select(Fire.entry, func.max(Fire.sent_at))
+        .where(Fire.entry.in_(names), Fire.outcome.in_(("sent", "caught_up")), Fire.message_id.is_not(None))
+        .group_by(Fire.entry)
+    )
+    with session() as db:
+        return {entry: sent for entry, sent in db.execute(query) if sent is not None}  # max keeps UtcDateTime
 
 
 def set_paused(name: str, paused: bool) -> None:

@@ -295,6 +295,39 @@ def test_missed_slots_are_counted_by_policy(
     assert 7 <= missed <= 10
 
 
+def test_last_fire_is_restored_from_the_history_at_start(
+    scheduler_env: dict[str, str],
+    tmp_path: Path,
+    migrated_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a yearly entry (nothing due now) last sent 20 minutes ago by an earlier scheduler
+    from scheduler import state
+
+    monkeypatch.setenv("CALLBOARD_DATABASE_URL", migrated_database_url)
+    get_settings.cache_clear()
+    sent_at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
+    assert state.record_fire("yearly", sent_at, "sent", token=1, message_id="m-1", sent_at=sent_at)
+    body = (
+        '[entries.yearly]\nactor = "tb_record"\ncron = "0 0 1 1 *"\nargs = ["yearly"]\nqueue = "default"\n'
+        'catchup = "skip"\n'
+    )
+    env = {**scheduler_env, "CALLBOARD_SCHEDULE_FILE": str(schedule_file(tmp_path, body))}
+    # When a new scheduler starts (nothing is due for it to send)
+    process, port = start(env, tmp_path, "restored")
+    try:
+        process.wait_for_event("scheduler.started", timeout=30)
+        restored = wait_until(
+            lambda: value(scrape(port), "callboard_scheduler_last_fire_timestamp_seconds", entry="yearly"),
+            timeout=10,
+            message="the last fire restored",
+        )
+    finally:
+        process.stop()
+    # Then the gauge says when it was last sent, so "not fired for 2x its interval" survives restarts
+    assert restored == sent_at.timestamp()
+
+
 def test_readiness_fails_while_a_check_fails(tmp_path: Path) -> None:
     from service.cli.scheduler import readiness
 
