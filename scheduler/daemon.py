@@ -34,8 +34,8 @@ Instrumenting (in-process prometheus_client values; ``docs/how-to/schedule.md``,
 * The broker gauges (:mod:`service.metrics.broker_gauges`), refreshed off the main thread while
   this replica leads and cleared when it does not.
 
-Each lease renewal also hands a heartbeat (role ``schedulers``) to a publisher thread: a slow or
-unreachable Redis never delays the main loop; errors are logged at most once a minute.
+Each lease renewal also hands a heartbeat (role ``schedulers``) to a
+:class:`service.health.heartbeats.Publisher`: a slow or unreachable Redis never delays the main loop.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 from dramatiq import Broker
@@ -99,9 +98,6 @@ MAX_SLOTS = 10_000
 #: Seconds without a lease renewal after which ``/healthz`` fails (at least; see liveness_problems).
 MIN_STALL = 10.0
 
-#: At most one heartbeat error line per this many seconds.
-LOG_EVERY = 60.0
-
 
 def due_slots(trigger: Trigger, after: datetime, until: datetime) -> list[datetime]:
     """Fire times in ``(after, until]``, oldest first, at most :data:`MAX_SLOTS` (the newest)."""
@@ -140,7 +136,7 @@ class SchedulerDaemon:
         self._started = time.time()
         self._last_tick = time.monotonic()  # the last lease renewal (liveness)
         self._intervals: set[str] = set()  # entries with an interval series
-        self._heartbeats = _Heartbeats(state_client(broker, settings))
+        self._heartbeats = heartbeats.Publisher(state_client(broker, settings), "schedulers")
         self._gauges = broker_gauges.Refresher(broker, settings, self._is_leader)
         self._stop = threading.Event()
         self._reload = threading.Event()
@@ -423,75 +419,6 @@ class SchedulerDaemon:
         following = entry.trigger.next_fire(slot)
         if following is not None and entry.name in self.schedule.entries:
             self._set_interval(entry.name, (following - slot).total_seconds())
-
-
-class _Heartbeats:
-    """Publish the daemon's heartbeats from a daemon thread of their own, newest beat only.
-
-    The main loop hands a beat over and never waits for Redis, so a slow or black-holed Redis
-    cannot delay lease renewal; beats offered while one is being published replace each other.
-    Errors are logged at most once a minute. Without a shared-state Redis (RabbitMQ and no
-    ``CALLBOARD_REDIS_URL``) nothing is published.
-    """
-
-    def __init__(self, client: redis.Redis | None) -> None:
-        self._client = client
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._closed = threading.Event()
-        self._pending: heartbeats.Beat | None = None
-        self._forget: str | None = None
-        self._logged = -math.inf
-        self._thread: threading.Thread | None = None
-
-    def offer(self, beat: heartbeats.Beat) -> None:
-        """Publish ``beat`` soon (instead of any beat not published yet)."""
-        if self._client is None:
-            return
-        with self._lock:
-            self._pending = beat
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="callboard-heartbeat", daemon=True)
-                self._thread.start()
-        self._ready.set()
-
-    def close(self, beat_id: str, timeout: float = 2.0) -> None:
-        """Drop unpublished beats and remove ``beat_id`` from the registry (a clean stop),
-        waiting at most ``timeout`` seconds."""
-        with self._lock:
-            self._pending = None
-            self._forget = beat_id
-            thread = self._thread
-        if thread is None:
-            return
-        self._ready.set()
-        self._closed.wait(timeout)
-
-    def _run(self) -> None:
-        assert self._client is not None
-        client = self._client
-        while True:
-            self._ready.wait()
-            self._ready.clear()
-            with self._lock:
-                beat, self._pending, forget = self._pending, None, self._forget
-            try:
-                if forget is not None:
-                    heartbeats.forget(client, "schedulers", forget)
-                elif beat is not None:
-                    heartbeats.publish(client, "schedulers", beat)
-            except Exception as error:  # redis errors, timeouts: the next beat tries again
-                if time.monotonic() - self._logged >= LOG_EVERY:
-                    self._logged = time.monotonic()
-                    log_event(
-                        logger,
-                        logging.WARNING,
-                        "scheduler.heartbeat_failed",
-                        error=f"{type(error).__name__}: {error}"[:300],
-                    )
-            if forget is not None:
-                self._closed.set()
-                return
 
 
 def run_ttl(entry: Entry, broker: Broker, expires: float) -> float:

@@ -8,6 +8,8 @@ the next publish, so the registry never grows with restarts.
 Keys per role: ``callboard:<role>:seen`` (sorted set: id → last beat, Unix seconds) and
 ``callboard:<role>:info`` (hash: id → the beat as JSON).
 
+:class:`Publisher` publishes from a thread of its own, for callers that must never wait on Redis.
+
 ``data`` by role — workers: ``queues`` (list, empty = all), ``threads``, ``busy``, ``stuck``;
 schedulers: ``leader`` (bool), ``token``, ``entries``.
 """
@@ -15,8 +17,11 @@ schedulers: ``leader`` (bool), ``token``, ``entries``.
 from __future__ import annotations
 
 import json
+import logging
+import math
 import os
 import socket
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -24,7 +29,14 @@ from typing import Any, Literal
 
 import redis
 
+from service.logs import log_event
+
 Role = Literal["workers", "schedulers"]
+
+logger = logging.getLogger(__name__)
+
+#: At most one publishing error line per this many seconds.
+LOG_EVERY = 60.0
 
 #: Beats older than this are removed from the registry (seconds).
 FORGET_AFTER = 3600.0
@@ -92,3 +104,76 @@ def live(found: list[Beat], timeout: float, now: float | None = None) -> list[Be
     """The beats in ``found`` no older than ``timeout`` seconds."""
     now = time.time() if now is None else now
     return [beat for beat in found if now - beat.seen <= timeout]
+
+
+class Publisher:
+    """Publish a process's beats of ``role`` from a daemon thread of their own, newest beat only.
+
+    The caller (the scheduler's main loop) hands a beat over and never waits for Redis, so a slow
+    or black-holed Redis cannot delay it; beats offered while one is being published replace each
+    other.
+    Errors are logged at most once a minute. Without a shared-state Redis (RabbitMQ and no
+    ``CALLBOARD_REDIS_URL``) nothing is published.
+    """
+
+    def __init__(self, client: redis.Redis | None, role: Role) -> None:
+        self._client = client
+        self._role: Role = role
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._closed = threading.Event()
+        self._pending: Beat | None = None
+        self._leaving: str | None = None
+        self._logged = -math.inf
+        self._thread: threading.Thread | None = None
+
+    def offer(self, beat: Beat) -> None:
+        """Publish ``beat`` soon (instead of any beat not published yet)."""
+        if self._client is None:
+            return
+        with self._lock:
+            self._pending = beat
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"callboard-{self._role}-heartbeat", daemon=True
+                )
+                self._thread.start()
+        self._ready.set()
+
+    def close(self, beat_id: str, timeout: float = 2.0) -> None:
+        """Drop unpublished beats and remove ``beat_id`` from the registry (a clean stop),
+        waiting at most ``timeout`` seconds."""
+        with self._lock:
+            self._pending = None
+            self._leaving = beat_id
+            thread = self._thread
+        if thread is None:
+            return
+        self._ready.set()
+        self._closed.wait(timeout)
+
+    def _run(self) -> None:
+        assert self._client is not None
+        client = self._client
+        while True:
+            self._ready.wait()
+            self._ready.clear()
+            with self._lock:
+                beat, self._pending, leaving = self._pending, None, self._leaving
+            try:
+                if leaving is not None:
+                    forget(client, self._role, leaving)
+                elif beat is not None:
+                    publish(client, self._role, beat)
+            except Exception as error:  # redis errors, timeouts: the next beat tries again
+                if time.monotonic() - self._logged >= LOG_EVERY:
+                    self._logged = time.monotonic()
+                    log_event(
+                        logger,
+                        logging.WARNING,
+                        f"{self._role[:-1]}.heartbeat_failed",
+                        error=f"{type(error).__name__}: {error}"[:300],
+                    )
+            if leaving is not None:
+                self._closed.set()
+                return

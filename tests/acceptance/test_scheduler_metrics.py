@@ -10,6 +10,7 @@ import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import redis
@@ -74,6 +75,16 @@ def named(samples: Samples, name: str) -> dict[frozenset[tuple[str, str]], float
 @pytest.fixture
 def scheduler_env(worker_env: dict[str, str]) -> dict[str, str]:
     return {**worker_env, "CALLBOARD_SCHEDULER_LEASE": "3"}
+
+
+@pytest.fixture
+def scheduler_state(migrated_database_url: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``scheduler.state`` on the test's database, to set up what earlier schedulers left."""
+    from scheduler import state
+
+    monkeypatch.setenv("CALLBOARD_DATABASE_URL", migrated_database_url)
+    get_settings.cache_clear()
+    return state
 
 
 def start(env: dict[str, str], tmp_path: Path, label: str) -> tuple[CallboardProcess, int]:
@@ -265,16 +276,10 @@ def test_on_rabbitmq_the_gauges_show_what_the_broker_can_tell(
 
 
 def test_missed_slots_are_counted_by_policy(
-    scheduler_env: dict[str, str],
-    tmp_path: Path,
-    migrated_database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
+    scheduler_env: dict[str, str], tmp_path: Path, scheduler_state: ModuleType
 ) -> None:
     # Given an entry whose last slot was handled 10 s ago (the scheduler was down since)
-    from scheduler import state
-
-    monkeypatch.setenv("CALLBOARD_DATABASE_URL", migrated_database_url)
-    get_settings.cache_clear()
+    state = scheduler_state
     last = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=10)
     state.advance("late", last, "sent")
     env = {**scheduler_env, "CALLBOARD_SCHEDULE_FILE": str(schedule_file(tmp_path, every_second("late")))}
@@ -296,16 +301,10 @@ def test_missed_slots_are_counted_by_policy(
 
 
 def test_last_fire_is_restored_from_the_history_at_start(
-    scheduler_env: dict[str, str],
-    tmp_path: Path,
-    migrated_database_url: str,
-    monkeypatch: pytest.MonkeyPatch,
+    scheduler_env: dict[str, str], tmp_path: Path, scheduler_state: ModuleType
 ) -> None:
     # Given a yearly entry (nothing due now) last sent 20 minutes ago by an earlier scheduler
-    from scheduler import state
-
-    monkeypatch.setenv("CALLBOARD_DATABASE_URL", migrated_database_url)
-    get_settings.cache_clear()
+    state = scheduler_state
     sent_at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
     assert state.record_fire("yearly", sent_at, "sent", token=1, message_id="m-1", sent_at=sent_at)
     body = (
