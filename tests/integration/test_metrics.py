@@ -175,3 +175,25 @@ def test_readyz_fails_while_the_database_is_unreachable(
     problems = body["problems"]
     assert isinstance(problems, list) and len(problems) == 1 and problems[0].startswith("database:")
     assert get(port, "/healthz")[0] == 200
+
+
+def test_a_thread_stuck_past_its_hard_limit_fails_healthz_until_it_ends(
+    start_worker: StartWorker, redis_producer: Broker
+) -> None:
+    # Given a pod beating every half second
+    port = free_port()
+    start_worker(CALLBOARD_METRICS_PORT=str(port), CALLBOARD_HEARTBEAT_INTERVAL="0.5")
+    wait_until(lambda: get(port, "/healthz")[0] == 200, timeout=30, message="healthz 200")
+    # When an actor blocks in C code for 16 s, past its 1 s hard limit and the 10 s grace
+    send("tb_blocked", ["blocked", 16])
+    wait_until(lambda: entries("blocked", "started"), timeout=30, message="the blocked actor started")
+    # Then the pod turns unhealthy, says why, and counts the stuck thread
+    _, body = wait_until(
+        lambda: (answer := get(port, "/healthz"))[0] == 503 and answer, timeout=20, message="healthz 503"
+    )
+    problems = body["problems"]
+    assert isinstance(problems, list) and "stuck past their hard time limit" in problems[0]
+    assert total(scrape(port), "callboard_worker_threads_stuck") == 1
+    # And healthy again once the call returns and the hard limit ends the message
+    wait_until(lambda: get(port, "/healthz")[0] == 200, timeout=30, message="healthz 200 again")
+    assert total(scrape(port), "callboard_worker_threads_stuck") == 0

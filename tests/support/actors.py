@@ -124,3 +124,11 @@ def tb_log_secret(tag: str, api_token: str) -> None:
     except RuntimeError:
         log.exception("call failed")
     record(tag, "done")
+
+
+@actor(queue_name=QUEUE, soft_time_limit=0.5, time_limit=1, max_retries=0)
+def tb_blocked(tag: str, seconds: float) -> None:
+    """Block in one C call (``time.sleep``) that no time-limit exception can interrupt."""
+    record(tag, "started")
+    time.sleep(seconds)
+    record(tag, "returned")
