@@ -53,7 +53,7 @@ QUEUE_WAIT = Histogram(
 )
 IN_PROGRESS = Gauge(
     "callboard_messages_inprogress",
-    "Messages running now.",
+    "Messages running now (sampled every second by each worker process).",
     ["queue", "actor"],
     multiprocess_mode="livesum",
 )

@@ -7,6 +7,11 @@ Guarantees:
   * ``callboard_queue_wait_seconds`` measures from enqueue, or from the due time of a delayed
     message or retry, to start (Dramatiq's Prometheus middleware counts a retry's backoff as
     waiting).
+  * Per message it adds three values (wait, duration, outcome) to the process's
+    :class:`~service.metrics.buffer.MetricBuffer`, written through once a second and when the
+    worker stops; what is running now (``callboard_messages_inprogress``,
+    ``callboard_worker_threads_busy``) is sampled once a second by the worker's heartbeat thread
+    instead of counted up and down per message.
   * Label values are bounded: a message naming an actor this worker does not know is counted
     under ``actor="unknown"``.
   * Dead letters are counted once, by the process whose mover stored them
@@ -23,6 +28,7 @@ from dramatiq import Broker, Middleware
 
 from service.deadletters.hooks import on_dead_lettered
 from service.metrics import definitions as m
+from service.metrics.buffer import PROCESS_BUFFER, MetricBuffer
 from service.middleware.outcomes import processed_outcome, skipped_outcome
 
 _STARTED = "_callboard_started"
@@ -39,32 +45,47 @@ def _waited(message: Any, now_ms: float) -> float:
 
 
 class Metrics(Middleware):
-    """Count, time and measure the wait of every message this worker takes."""
+    """Count, time and measure the wait of every message this worker takes.
+
+    Parameters:
+      buffer(MetricBuffer): where the per-message values go until flushed. Defaults to the
+        process's buffer, which the worker's heartbeat flushes every second.
+    """
+
+    def __init__(self, buffer: MetricBuffer = PROCESS_BUFFER) -> None:
+        self.buffer = buffer
+        # Labelled children by label values: ``labels()`` costs as much as the write itself.
+        self._waits: dict[str, Any] = {}
+        self._durations: dict[tuple[str, str], Any] = {}
+        self._outcomes: dict[tuple[str, str, str], Any] = {}
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        queue, actor = message.queue_name, actor_label(broker, message.actor_name)
-        m.QUEUE_WAIT.labels(queue).observe(_waited(message, time.time() * 1000))
-        m.IN_PROGRESS.labels(queue, actor).inc()
-        m.WORKER_THREADS_BUSY.inc()
+        queue = message.queue_name
+        wait = self._waits.get(queue) or self._waits.setdefault(queue, m.QUEUE_WAIT.labels(queue))
+        self.buffer.observe(wait, _waited(message, time.time() * 1000))
         message.__dict__[_STARTED] = time.perf_counter()
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        queue, actor = message.queue_name, actor_label(broker, message.actor_name)
+        key = (message.queue_name, actor_label(broker, message.actor_name))
         started = message.__dict__.pop(_STARTED, None)
         if started is not None:
-            m.DURATION.labels(queue, actor).observe(time.perf_counter() - started)
-            m.IN_PROGRESS.labels(queue, actor).dec()
-            m.WORKER_THREADS_BUSY.dec()
-        m.MESSAGES.labels(queue, actor, processed_outcome(message, exception)).inc()
+            duration = self._durations.get(key) or self._durations.setdefault(key, m.DURATION.labels(*key))
+            self.buffer.observe(duration, time.perf_counter() - started)
+        self._count(key, processed_outcome(message, exception))
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
-        queue, actor = message.queue_name, actor_label(broker, message.actor_name)
-        if message.__dict__.pop(_STARTED, None) is not None:
-            m.IN_PROGRESS.labels(queue, actor).dec()
-            m.WORKER_THREADS_BUSY.dec()
-        m.MESSAGES.labels(queue, actor, skipped_outcome(message)).inc()
+        message.__dict__.pop(_STARTED, None)
+        self._count((message.queue_name, actor_label(broker, message.actor_name)), skipped_outcome(message))
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        self.buffer.flush()
+
+    def _count(self, key: tuple[str, str], outcome: str) -> None:
+        labels = (*key, outcome)
+        counter = self._outcomes.get(labels) or self._outcomes.setdefault(labels, m.MESSAGES.labels(*labels))
+        self.buffer.inc(counter)
 
 
 @on_dead_lettered

@@ -19,6 +19,7 @@ Options (message → actor → policy → default), in milliseconds:
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -120,10 +121,10 @@ class TimeLimits(Middleware):
 
     after_skip_message = after_process_message
 
-    def running(self) -> int:
-        """How many threads run a message now."""
+    def running(self) -> collections.Counter[tuple[str, str]]:
+        """How many threads run a message now, by ``(queue, actor)``."""
         with self._lock:
-            return len(self._deadlines)
+            return collections.Counter((entry.queue, entry.actor) for entry in self._deadlines.values())
 
     def stuck_threads(self, grace: float = STUCK_GRACE) -> int:
         """How many threads still run a message ``grace`` seconds past its hard limit."""

@@ -1,6 +1,8 @@
 """A worker process's heartbeat: its gauges, a beat to the supervisor, and the shared registry.
 
-Every ``CALLBOARD_HEARTBEAT_INTERVAL`` the heartbeat thread
+Every second the heartbeat thread flushes the process's metric buffer and samples what runs
+now into ``callboard_messages_inprogress`` and ``callboard_worker_threads_busy``. Every
+``CALLBOARD_HEARTBEAT_INTERVAL`` it also
   * tells the supervisor (``announce("beat", {...})``), which answers ``/healthz`` from it and
     sets the pod's heartbeat and stuck-thread gauges: a process that stops beating (wedged, or
     holding the GIL in C code) or reports stuck threads makes the pod unhealthy,
@@ -12,6 +14,7 @@ A registry error is logged at most once a minute and never stops the beat.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import threading
@@ -26,11 +29,16 @@ from config.settings import Settings
 from service.health import heartbeats
 from service.logs import log_event
 from service.metrics import definitions as m
+from service.metrics.buffer import PROCESS_BUFFER
 from service.middleware.time_limits import TimeLimits
 
 logger = logging.getLogger(__name__)
 
 Announce = Callable[[str, dict[str, Any]], None]
+
+#: Seconds between samples of what runs now (``callboard_messages_inprogress``): sampled rather
+#: than counted up and down per message, which would cost two metric writes a message.
+SAMPLE_EVERY = 1.0
 
 
 class Heartbeat:
@@ -56,6 +64,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="callboard-heartbeat", daemon=True)
         self._last_error = -float("inf")
+        self._sampled: set[tuple[str, str]] = set()
 
     def start(self) -> Heartbeat:
         """Beat once now, then every interval in a daemon thread."""
@@ -64,23 +73,42 @@ class Heartbeat:
         return self
 
     def stop(self) -> None:
-        """Stop beating and remove this process from the registry (it stopped cleanly)."""
+        """Stop beating, write the last buffered metrics, and remove this process from the
+        registry (it stopped cleanly)."""
         self._stop.set()
         self._thread.join(timeout=5)
+        PROCESS_BUFFER.flush()
         m.WORKER_THREADS.set(0)
         if self.client is not None:
             with contextlib.suppress(redis.RedisError, OSError):
                 heartbeats.forget(self.client, "workers", self.beat.id)
 
     def _run(self) -> None:
+        next_beat = 0.0
         while True:
-            self.once()
-            if self._stop.wait(self.interval):
+            busy = self.sample()
+            if time.monotonic() >= next_beat:
+                self.once(busy)
+                next_beat = time.monotonic() + self.interval
+            if self._stop.wait(min(SAMPLE_EVERY, self.interval)):
                 return
 
-    def once(self) -> None:
+    def sample(self) -> int:
+        """Flush the process's metric buffer and set the gauges of what runs now (per queue and
+        actor, and busy threads); returns how many threads are busy."""
+        PROCESS_BUFFER.flush()
+        running = self._limits.running() if self._limits else collections.Counter()
+        for queue, actor in self._sampled - running.keys():
+            m.IN_PROGRESS.labels(queue, actor).set(0)
+        for (queue, actor), count in running.items():
+            m.IN_PROGRESS.labels(queue, actor).set(count)
+        self._sampled = set(running)
+        busy = sum(running.values())
+        m.WORKER_THREADS_BUSY.set(busy)
+        return busy
+
+    def once(self, busy: int) -> None:
         """One beat (the thread calls this; tests may too)."""
-        busy = self._limits.running() if self._limits else 0
         stuck = self._limits.stuck_threads() if self._limits else 0
         self.beat.data.update(busy=busy, stuck=stuck)
         if self.announce is not None:

@@ -17,7 +17,7 @@ from tests.support.waiting import wait_until
 def test_finished_lines_carry_context_duration_and_outcome(
     producer: Broker, start_worker: StartWorker
 ) -> None:
-    worker = start_worker()
+    worker = start_worker(CALLBOARD_LOG_LEVEL="DEBUG")  # successes are logged at DEBUG
     message_id = send("tb_record", ["finished"], request_id="req-42")
     send("tb_fail", ["finished-fail"], max_retries=1, min_backoff=10, max_backoff=20)
     lines = wait_until(
@@ -26,7 +26,7 @@ def test_finished_lines_carry_context_duration_and_outcome(
         message="three finished lines",
     )
     ok = next(line for line in lines if line.get("message_id") == message_id)
-    assert ok["outcome"] == "success" and ok["level"] == "info"
+    assert ok["outcome"] == "success" and ok["level"] == "debug"
     assert ok["actor"] == "tb_record" and ok["queue"] == QUEUE and ok["attempt"] == 1
     assert ok["request_id"] == "req-42" and ok["duration_s"] >= 0
     failed = sorted((line for line in lines if line["actor"] == "tb_fail"), key=lambda line: line["attempt"])
@@ -40,8 +40,20 @@ def test_an_actor_logging_its_own_secret_is_redacted(producer: Broker, start_wor
     worker = start_worker()
     send("tb_log_secret", ["careless", secret])
     wait_until(lambda: entries("careless", "done"), timeout=30, message="the careless actor ran")
-    wait_until(lambda: worker.events("message.finished"), timeout=10, message="its finished line")
+    wait_until(lambda: "call failed" in worker.log_path.read_text(), timeout=10, message="its log lines")
     text = worker.log_path.read_text()
     assert secret not in text
     assert "calling the API with [redacted]" in text
     assert "refused token [redacted]" in text  # in the logged traceback too
+
+
+@pytest.mark.usefixtures("operator_env")
+def test_at_info_only_attempts_that_did_not_succeed_are_logged(
+    producer: Broker, start_worker: StartWorker
+) -> None:
+    worker = start_worker()  # CALLBOARD_LOG_LEVEL defaults to INFO
+    send("tb_record", ["quiet"])
+    send("tb_throws", ["loud"])
+    wait_until(lambda: entries("quiet", "done") and worker.events("message.finished"), timeout=30)
+    finished = worker.events("message.finished")
+    assert [(line["actor"], line["outcome"]) for line in finished] == [("tb_throws", "dead")]
