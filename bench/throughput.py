@@ -133,6 +133,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
                 method(args.messages)
                 enqueue[label] = args.messages / (time.perf_counter() - started)
             client.delete(probe.DONE_KEY)
+            worker_cpu = sum(group.cpu_seconds().values())
             started = time.perf_counter()
             group.resume()
             wait_until(
@@ -141,12 +142,16 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
                 what=f"{system.name} to drain {args.messages} messages",
             )
             elapsed = time.perf_counter() - started
+            worker_cpu = sum(group.cpu_seconds().values()) - worker_cpu
             foreign_cpu = foreign.share() * 100
             group.settle()
             extra = probe.completions(client) - args.messages
             run = {
                 "enqueue_per_s": enqueue,
                 "drain_per_s": args.messages / elapsed,
+                # CPU of the whole worker process tree per message while draining: the cost of a
+                # message, less sensitive than the rate to what else the machine does.
+                "worker_cpu_us_per_message": worker_cpu / args.messages * 1e6,
                 "extra_completions": extra,
                 "foreign_cpu_percent": foreign_cpu,
             }
@@ -154,6 +159,7 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             sends = ", ".join(f"{label} {rate:,.0f}/s" for label, rate in enqueue.items())
             print(
                 f"  {system.name} run {number}: enqueue {sends}; drain {run['drain_per_s']:,.0f}/s"
+                + f" ({run['worker_cpu_us_per_message']:.0f} us of worker CPU a message)"
                 + (f"; {extra} extra completions" if extra else "")
                 + f"; other processes used {foreign_cpu:.0f} % of a core",
                 flush=True,
