@@ -27,6 +27,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/observability.py
 	$(BIN)/python bench/deadletters.py
 	$(BIN)/python bench/schedule_daemon.py
 
