@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     worker_idle_timeout: float = Field(
         default=1.0, gt=0, le=60, description="Seconds an idle consumer waits between broker polls."
     )
+    max_message_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=128 * 1024 * 1024,
+        description="Largest encoded message a producer may send, in bytes; workers dead-letter larger.",
+    )
     dlq_retention: float = Field(
         default=30 * 86400.0, gt=0, description="Dead letters older than this are pruned (e.g. 30d)."
     )
@@ -121,6 +127,12 @@ class Settings(BaseSettings):
     )
     heartbeat_timeout: float = Field(
         default=30.0, gt=0, description="A worker whose last heartbeat is older than this is dead."
+    )
+    stuck_recycle_after: float = Field(
+        default=60.0,
+        ge=0,
+        description="Seconds a thread stays stuck (hard limit + 10 s grace) before its process "
+        "recycles itself; 0 = never.",
     )
     sentry_dsn: SecretStr | None = Field(default=None, description="Sentry DSN; unset: Sentry is off.")
     sentry_environment: str = Field(default="production", description="Sentry environment tag.")

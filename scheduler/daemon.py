@@ -33,6 +33,9 @@ Instrumenting (in-process prometheus_client values; ``docs/how-to/schedule.md``,
   during long catch-up passes); :meth:`SchedulerDaemon.liveness_problems` reads the same tick.
 * The broker gauges (:mod:`service.metrics.broker_gauges`), refreshed off the main thread while
   this replica leads and cleared when it does not.
+* ``callboard_rescued_total{queue}``: while leading, the replica also runs the rescuer
+  (:class:`service.brokers.rescue.Rescuer`, on a thread of its own) every
+  ``CALLBOARD_HEARTBEAT_TIMEOUT`` / 2, next to the workers' own passes, and counts what it requeues.
 
 Each lease renewal also hands a heartbeat (role ``schedulers``) to a
 :class:`service.health.heartbeats.Publisher`: a slow or unreachable Redis never delays the main loop.
@@ -66,6 +69,7 @@ from scheduler import state
 from scheduler.schedule import Entry, Schedule, ScheduleError, load_schedule
 from scheduler.trigger import Trigger
 from service import runs
+from service.brokers.rescue import Rescuer
 from service.errors import CallboardError
 from service.health import heartbeats
 from service.logs import log_event
@@ -138,6 +142,7 @@ class SchedulerDaemon:
         self._intervals: set[str] = set()  # entries with an interval series
         self._heartbeats = heartbeats.Publisher(state_client(broker, settings), "schedulers")
         self._gauges = broker_gauges.Refresher(broker, settings, self._is_leader)
+        self._rescuer = Rescuer(broker, settings.heartbeat_timeout, active=self._is_leader)
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._wake = threading.Event()  # ends the main loop's wait: stop or SIGHUP
@@ -160,6 +165,7 @@ class SchedulerDaemon:
         self._timers.start()
         LEADER.set_function(lambda: 1 if self._is_leader() else 0)
         self._gauges.start()
+        self._rescuer.start()
         log_event(
             logger,
             logging.INFO,
@@ -178,6 +184,7 @@ class SchedulerDaemon:
             self._wake.wait(renew_every)
             self._wake.clear()
         self._gauges.stop()  # cleared before the lease goes: no moment with two exporters
+        self._rescuer.stop()
         self._timers.shutdown(wait=True)
         if self.token is not None:
             state.release_lease(LEASE_NAME, self.holder)

@@ -79,4 +79,7 @@ def build_broker(settings: Settings, *, url: str | None = None) -> Broker:
     middleware = build_middleware(settings)
     if url.startswith(("amqp://", "amqps://")):
         return CallboardRabbitmqBroker(url=url, middleware=middleware)
-    return CallboardRedisBroker(url=url, middleware=middleware)
+    # Dramatiq's own (probabilistic) recovery uses the same timeout as the rescuer.
+    return CallboardRedisBroker(
+        url=url, middleware=middleware, heartbeat_timeout=int(settings.heartbeat_timeout * 1000)
+    )

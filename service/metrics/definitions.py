@@ -67,6 +67,11 @@ DEAD_LETTERS_STORED = Counter(
     "Dead letters moved into the store, by reason (counted once, by the process that stored it).",
     ["queue", "actor", "reason"],
 )
+RESCUED = Counter(
+    "callboard_rescued",
+    "Messages of dead workers requeued by the rescuer (delayed ones under their queue).",
+    ["queue"],
+)
 # Set by the supervisor (one writer; "max" ignores the zeros its forked children inherit).
 WORKER_PROCESSES = Gauge(
     "callboard_worker_processes",

@@ -1,15 +1,28 @@
-"""A worker process's heartbeat: its gauges, a beat to the supervisor, and the shared registry.
+"""A worker process's heartbeat: its gauges, a beat to the supervisor, the shared registry,
+its broker's liveness, the rescuer, and recycling when a thread is stuck for good.
 
 Every second the heartbeat thread flushes the process's metric buffer and samples what runs
 now into ``callboard_messages_inprogress`` and ``callboard_worker_threads_busy``. Every
+``CALLBOARD_HEARTBEAT_INTERVAL`` (and at least three times per ``CALLBOARD_HEARTBEAT_TIMEOUT``)
+it marks the process's broker alive in Dramatiq's ``__heartbeats__``
+(:func:`service.brokers.rescue.beat`): a worker whose threads are all busy and whose prefetch
+is full sends no fetch, and without this beat it would look dead to the rescuer. Every
 ``CALLBOARD_HEARTBEAT_INTERVAL`` it also
   * tells the supervisor (``announce("beat", {...})``), which answers ``/healthz`` from it and
     sets the pod's heartbeat and stuck-thread gauges: a process that stops beating (wedged, or
     holding the GIL in C code) or reports stuck threads makes the pod unhealthy,
   * publishes a :class:`service.health.heartbeats.Beat` to the shared-state Redis, so
-    ``callboard health`` (and the rescuer) see which workers are alive and what they consume.
+    ``callboard health`` sees which workers are alive and what they consume.
 
-A registry error is logged at most once a minute and never stops the beat.
+The heartbeat owns the process's :class:`service.brokers.rescue.Rescuer`, a thread of its own
+that requeues dead workers' messages at start and every ``CALLBOARD_HEARTBEAT_TIMEOUT`` / 2.
+
+A thread stuck past its hard limit (:data:`STUCK_GRACE`) for ``CALLBOARD_STUCK_RECYCLE_AFTER``
+more seconds makes the heartbeat call ``on_stuck`` once (``worker.stuck_recycling``): the
+process recycles itself gracefully, so the pod gets a fresh process instead of one thread short
+until a liveness probe restarts the whole pod.
+
+A registry or broker error is logged at most once a minute and never stops the beat.
 """
 
 from __future__ import annotations
@@ -26,11 +39,12 @@ import redis
 from dramatiq import Broker
 
 from config.settings import Settings
+from service.brokers import rescue
 from service.health import heartbeats
 from service.logs import log_event
 from service.metrics import definitions as m
 from service.metrics.buffer import PROCESS_BUFFER
-from service.middleware.time_limits import TimeLimits
+from service.middleware.time_limits import STUCK_GRACE, TimeLimits
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +56,16 @@ SAMPLE_EVERY = 1.0
 
 
 class Heartbeat:
-    """Beat every ``settings.heartbeat_interval`` seconds until :meth:`stop`."""
+    """Beat every ``settings.heartbeat_interval`` seconds until :meth:`stop`.
+
+    Parameters:
+      broker(Broker): the process's broker (liveness, rescuer, time limits).
+      settings(Settings): intervals and timeouts.
+      queues(tuple[str, ...]), threads(int): what the process consumes, for the registry.
+      client(redis.Redis | None): the shared-state Redis, or ``None`` without one.
+      announce(callable | None): sends a beat to the supervisor.
+      on_stuck(callable | None): called once when a thread is stuck for good (recycle).
+    """
 
     def __init__(
         self,
@@ -53,10 +76,19 @@ class Heartbeat:
         threads: int,
         client: redis.Redis | None,
         announce: Announce | None = None,
+        on_stuck: Callable[[], None] | None = None,
     ) -> None:
         self.interval = settings.heartbeat_interval
+        # Three beats per timeout, so one late beat never makes a live worker look dead.
+        self.alive_every = min(self.interval, settings.heartbeat_timeout / 3)
         self.client = client
         self.announce = announce
+        self.on_stuck = on_stuck if settings.stuck_recycle_after > 0 else None
+        self.stuck_after = STUCK_GRACE + settings.stuck_recycle_after
+        self._broker = broker
+        self._rescuer = rescue.Rescuer(broker, settings.heartbeat_timeout)
+        self._stuck_fired = False
+        self._last_alive_error = -float("inf")
         self.beat = heartbeats.Beat(
             id=heartbeats.new_id(), data={"queues": sorted(queues), "threads": threads}
         )
@@ -67,15 +99,17 @@ class Heartbeat:
         self._sampled: set[tuple[str, str]] = set()
 
     def start(self) -> Heartbeat:
-        """Beat once now, then every interval in a daemon thread."""
+        """Beat once now, then every interval in a daemon thread; start the rescuer."""
         m.WORKER_THREADS.set(self.beat.data["threads"])
         self._thread.start()
+        self._rescuer.start()
         return self
 
     def stop(self) -> None:
         """Stop beating, write the last buffered metrics, and remove this process from the
         registry (it stopped cleanly)."""
         self._stop.set()
+        self._rescuer.stop()
         self._thread.join(timeout=5)
         PROCESS_BUFFER.flush()
         m.WORKER_THREADS.set(0)
@@ -84,14 +118,49 @@ class Heartbeat:
                 heartbeats.forget(self.client, "workers", self.beat.id)
 
     def _run(self) -> None:
-        next_beat = 0.0
+        next_beat = next_alive = 0.0
         while True:
             busy = self.sample()
+            if time.monotonic() >= next_alive:
+                self.alive()
+                next_alive = time.monotonic() + self.alive_every
             if time.monotonic() >= next_beat:
                 self.once(busy)
                 next_beat = time.monotonic() + self.interval
-            if self._stop.wait(min(SAMPLE_EVERY, self.interval)):
+            self.check_stuck()
+            if self._stop.wait(min(SAMPLE_EVERY, self.interval, self.alive_every)):
                 return
+
+    def alive(self) -> None:
+        """Mark the process's broker alive for the rescuer (errors logged once a minute)."""
+        try:
+            rescue.beat(self._broker)
+        except (redis.RedisError, OSError) as error:
+            if time.monotonic() - self._last_alive_error > 60:
+                self._last_alive_error = time.monotonic()
+                log_event(
+                    logger,
+                    logging.WARNING,
+                    "worker.heartbeat_failed",
+                    error=f"{type(error).__name__}: {error}",
+                )
+
+    def check_stuck(self) -> None:
+        """Call ``on_stuck`` once if a thread has been stuck past its hard limit for
+        :data:`STUCK_GRACE` + ``CALLBOARD_STUCK_RECYCLE_AFTER`` seconds."""
+        if self.on_stuck is None or self._stuck_fired or self._limits is None:
+            return
+        stuck = self._limits.stuck_threads(self.stuck_after)
+        if stuck:
+            self._stuck_fired = True
+            log_event(
+                logger,
+                logging.WARNING,
+                "worker.stuck_recycling",
+                stuck=stuck,
+                after_s=round(self.stuck_after, 1),
+            )
+            self.on_stuck()
 
     def sample(self) -> int:
         """Flush the process's metric buffer and set the gauges of what runs now (per queue and

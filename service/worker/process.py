@@ -51,8 +51,11 @@ Announce = Callable[[str, dict[str, Any]], None]
 def run_worker_process(options: WorkerOptions, announce: Announce | None = None) -> int:
     """Run a worker until SIGTERM or recycling; returns the process exit code.
 
-    ``announce("recycling", {})`` is called as soon as the process decides to recycle, before it
-    drains its running messages, so a supervisor can start the replacement at once;
+    ``announce("recycling", {})`` is called as soon as the process decides to recycle (after
+    ``max_messages``, or when a thread stays stuck past its hard limit for
+    ``CALLBOARD_STUCK_RECYCLE_AFTER``), before it drains its running messages, so a supervisor
+    can start the replacement at once; what still runs after the shutdown timeout (the stuck
+    message) is handed back;
     ``announce("beat", {"busy": n, "stuck": n})`` every heartbeat interval.
     """
     stop = threading.Event()
@@ -111,6 +114,7 @@ def run_worker_process(options: WorkerOptions, announce: Announce | None = None)
         threads=options.threads,
         client=state_client(broker, settings),
         announce=announce,
+        on_stuck=recycle,  # a thread stuck for good: a fresh process replaces this one
     ).start()
     log_event(
         logger,
