@@ -10,7 +10,9 @@ Guarantees:
     the ``dramatiq`` CLI's process-boot hook, so workers started from code have limits too.
 
 Like any asynchronous exception in CPython, neither limit can interrupt C code or a blocking
-system call: the exception lands when the thread next runs Python bytecode.
+system call: the exception lands when the thread next runs Python bytecode. Both are raised only
+while the actor's own function is on the thread's stack: once the actor has returned or raised,
+an exception landing in Dramatiq's handling of the attempt would kill the worker thread.
 
 Options (message → actor → policy → default), in milliseconds:
   soft_time_limit(int): defaults to the ``default`` policy's 9 minutes.
@@ -21,9 +23,11 @@ from __future__ import annotations
 
 import collections
 import logging
+import sys
 import threading
 import time
 from dataclasses import dataclass
+from types import CodeType
 from typing import Any
 
 from dramatiq import Broker, Middleware
@@ -66,12 +70,23 @@ class _Deadlines:
     soft_sent: bool = False
     hard_sent_at: float = 0.0
     hard_count: int = 0
+    code: CodeType | None = None  # the actor function's code: limits are raised only inside it
 
 
 def _next_due(entry: _Deadlines) -> float:
     if not entry.soft_sent and entry.soft_at < entry.hard_at:
         return entry.soft_at
     return max(entry.hard_at, entry.hard_sent_at + HARD_REPEAT)
+
+
+def _running_code(thread_id: int, code: CodeType) -> bool:
+    """Whether ``code`` is on the call stack of thread ``thread_id`` right now."""
+    frame = sys._current_frames().get(thread_id)
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
 
 
 class TimeLimits(Middleware):
@@ -108,6 +123,10 @@ class TimeLimits(Middleware):
         entry = _Deadlines(
             message.message_id, message.actor_name, message.queue_name, now + min(soft, hard), now + hard
         )
+        try:
+            entry.code = broker.get_actor(message.actor_name).fn.__code__
+        except Exception:  # no actor or no plain function: limits apply without the frame check
+            entry.code = None
         with self._lock:
             self._deadlines[threading.get_ident()] = entry
         if entry.soft_at < self._next_wake:
@@ -166,6 +185,11 @@ class TimeLimits(Middleware):
 
     @staticmethod
     def _fire(thread_id: int, entry: _Deadlines, kind: str, exception: type[BaseException]) -> None:
+        if entry.code is not None and not _running_code(thread_id, entry.code):
+            # The actor has returned or raised: the thread is in Dramatiq's own handling of the
+            # attempt (logging the failure, the after hooks). An exception landing there would
+            # escape the worker loop and kill the thread, with its message never acked.
+            return
         # Logged from the monitor thread, so the message's context is passed explicitly.
         log_event(
             logger,
