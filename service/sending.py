@@ -1,9 +1,12 @@
 """Sending messages by actor name: ``send`` and the pipelined ``send_many``.
 
 Both validate before anything reaches the broker: the actor must exist, the arguments must fit
-its signature and encode as JSON. Both put a ``request_id`` in the message options (the caller's,
-else the one of the message running on this thread, so a chain of actors shares one id, else a
-new one) so logs can follow one request across actors.
+its signature and encode as JSON, nested at most :data:`service.intake.MAX_NESTING` levels, the
+encoded message must fit ``CALLBOARD_MAX_MESSAGE_BYTES``, and a ``queue`` override must not be
+served sooner than the actor's own queue (:func:`service.intake.queue_problem`). Both put a
+``request_id`` in the message options (the caller's, else the one of the message running on this
+thread, so a chain of actors shares one id, else a new one) so logs can follow one request across
+actors.
 """
 
 from __future__ import annotations
@@ -19,8 +22,11 @@ from dramatiq import Actor, Message
 from dramatiq.errors import ActorNotFound, BrokerConnectionError
 
 from config.queues import QUEUES
-from service.errors import BadArgumentsError, BrokerUnavailableError, UnknownActorError
+from config.settings import get_settings
+from service import intake
+from service.errors import BadArgumentsError, BadInputError, BrokerUnavailableError, UnknownActorError
 from service.logs import message_context
+from service.middleware.validation import MessageTooLargeError
 from service.runtime import get_broker, load_actors
 
 #: Messages per pipelined round trip in :func:`send_many`.
@@ -63,18 +69,35 @@ def build_message(
     request_id: str | None = None,
     options: dict[str, Any] | None = None,
 ) -> Message[Any]:
-    """A validated message for ``actor``; raises :class:`BadArgumentsError` if it cannot be sent."""
+    """A validated message for ``actor``.
+
+    Raises :class:`BadArgumentsError` if the arguments do not fit, do not encode as JSON or are
+    nested too deeply, :class:`MessageTooLargeError` if the encoded message is over
+    ``CALLBOARD_MAX_MESSAGE_BYTES``, and :class:`BadInputError` if ``queue`` is served sooner
+    than the actor's queue: a worker would dead-letter either (``oversized``, ``wrong_queue``).
+    """
     kwargs = kwargs or {}
     check_arguments(actor, args, kwargs)
     message = actor.message_with_options(
         args=tuple(args), kwargs=kwargs, request_id=request_id or uuid.uuid4().hex, **(options or {})
     )
     if queue and queue != message.queue_name:
+        problem = intake.queue_problem(actor.actor_name, actor.queue_name, queue)
+        if problem is not None:
+            raise BadInputError(problem)
         message = message.copy(queue_name=queue)
+    # Checked before encoding: the encoder recurses, and a worker refuses deeper bodies anyway.
+    if intake.nested_deeper_than(message.asdict(), intake.MAX_NESTING):
+        raise BadArgumentsError(
+            f"{actor.actor_name}: arguments nested deeper than {intake.MAX_NESTING} levels"
+        )
     try:
-        message.encode()
+        size = len(message.encode())
     except (TypeError, ValueError) as error:
         raise BadArgumentsError(f"{actor.actor_name}: arguments are not JSON: {error}") from None
+    limit = get_settings().max_message_bytes
+    if size > limit:
+        raise MessageTooLargeError.of(actor.actor_name, size, limit)
     return message
 
 
@@ -97,8 +120,9 @@ def send(
 ) -> str:
     """Enqueue one message for ``actor_name``; returns its message id once the broker has it.
 
-    ``delay`` is in seconds. Raises :class:`UnknownActorError`, :class:`BadArgumentsError`, or
-    :class:`BrokerUnavailableError` (the message was not stored).
+    ``delay`` is in seconds. Raises :class:`UnknownActorError`, :class:`BadArgumentsError`,
+    :class:`BadInputError` (too large, or a queue the actor may not use; see
+    :func:`build_message`), or :class:`BrokerUnavailableError` (the message was not stored).
     """
     return send_many(
         actor_name, [args], [kwargs or {}], queue=queue, delay=delay, request_id=request_id, **options

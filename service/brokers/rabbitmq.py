@@ -8,19 +8,25 @@ handing back at shutdown needs no command here.
 from __future__ import annotations
 
 import contextlib
+import logging
 from functools import partial
 from typing import Any
 
 import pika
 from dramatiq.broker import Consumer, MessageProxy
-from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
-from dramatiq.common import dq_name, xq_name
+from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer, _RabbitmqMessage
+from dramatiq.common import dq_name, q_name, xq_name
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 
+from config.settings import get_settings
+from service import intake
 from service.brokers.disposition import Disposition, disposition_of
 from service.brokers.stats import QueueStats
-from service.deadletters.capture import DeadEntry, dead_body
+from service.deadletters.capture import DeadEntry, dead_body, rejected_body
+from service.logs import log_event
+
+logger = logging.getLogger(__name__)
 
 
 class CallboardRabbitmqBroker(RabbitmqBroker):
@@ -113,6 +119,61 @@ class CallboardRabbitmqBroker(RabbitmqBroker):
 
 
 class _CallboardRabbitmqConsumer(_RabbitmqConsumer):
+    """Dramatiq's RabbitMQ consumer, honouring dispositions, recording why a message died, and
+    dead-lettering every body that :func:`service.intake.accept` refuses with its reason.
+
+    Dramatiq's own consumer nacks a body that does not decode (RabbitMQ then dead-letters the
+    original body, without a reason, and Dramatiq logs the whole body with a traceback), and
+    passes any body that decodes to the worker, whatever its field types or queue.
+    """
+
+    def __init__(self, broker: CallboardRabbitmqBroker, queue_name: str, prefetch: int, timeout: int) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)
+        self._limit = intake.receive_limit(get_settings().max_message_bytes)
+
+    def __next__(self) -> MessageProxy | None:
+        # Dramatiq's fetch, then intake instead of its bare decode.
+        try:
+            method, _, body = next(self.iterator)
+            if method is None:
+                return None
+        except (
+            AssertionError,
+            pika.exceptions.AMQPConnectionError,
+            pika.exceptions.AMQPChannelError,
+        ) as error:
+            # A queue that disappeared is declared again when the consumer restarts.
+            if getattr(error, "reply_code", None) == 404:
+                self.broker.queues_pending.add(q_name(self.queue_name))
+            raise ConnectionClosed(error) from None
+        try:
+            message = intake.accept(body, self.queue_name, self._limit)
+        except intake.MessageRejected as rejected:
+            self._reject(method.delivery_tag, body, rejected)
+            return None
+        self.known_tags.add(method.delivery_tag)
+        return _RabbitmqMessage(method.redelivered, method.delivery_tag, message)
+
+    def _reject(self, tag: int, body: bytes, rejected: intake.MessageRejected) -> None:
+        """Publish ``body``'s dead letter with its reason (confirmed), then ack the delivery."""
+        ids = {"message_id": rejected.message.message_id} if rejected.message is not None else {}
+        log_event(
+            logger,
+            logging.ERROR,
+            "message.undecodable" if rejected.reason == "undecodable" else "message.rejected",
+            reason=rejected.reason,
+            error=str(rejected),
+            queue=self.queue_name,
+            **ids,
+        )
+        try:
+            self.broker.publish_dead(self.queue_name, rejected_body(body, rejected))
+            # On this thread, which owns the consumer's channel; a crash before the ack
+            # redelivers the body, and it is rejected again.
+            self.channel.basic_ack(tag)
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as error:
+            raise ConnectionClosed(error) from None
+
     def ack(self, message: MessageProxy) -> None:
         disposition = disposition_of(message)
         if disposition is Disposition.RELEASED:

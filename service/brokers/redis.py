@@ -30,10 +30,12 @@ from dramatiq.message import Message
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
+from config.settings import get_settings
+from service import intake
 from service.brokers.disposition import Disposition, disposition_of
 from service.brokers.stats import QueueStats
 from service.brokers.wakeup import NOTIFY_BELOW, NOTIFY_SCRIPT, WakeUps
-from service.deadletters.capture import DeadEntry, dead_body
+from service.deadletters.capture import DeadEntry, dead_body, rejected_body
 from service.logs import log_event
 
 logger = logging.getLogger(__name__)
@@ -377,13 +379,15 @@ def _text(value: bytes | str) -> str:
 
 class _CallboardRedisConsumer(_RedisConsumer):
     """Dramatiq's Redis consumer, waiting on events instead of sleeping, batching acks,
-    honouring dispositions, recording why a message died, and dead-lettering bodies that do not
-    decode."""
+    honouring dispositions, recording why a message died, and dead-lettering every body that
+    :func:`service.intake.accept` refuses (oversized, undecodable, wrong queue, bad options)
+    with its reason, so that no body can crash a consumer or worker thread or stay in flight."""
 
     broker: CallboardRedisBroker
 
     def __init__(self, broker: CallboardRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
         super().__init__(broker, queue_name, prefetch, timeout)
+        self._limit = intake.receive_limit(get_settings().max_message_bytes)
         # Set when there is something to do: a producer's wake-up, an ack, a shutdown.
         self._nudge = threading.Event()
         broker.wakeups.subscribe(queue_name, self._nudge)
@@ -408,22 +412,26 @@ class _CallboardRedisConsumer(_RedisConsumer):
         else:
             # The body moves to the dead-letter queue with its reason, where it waits for the
             # store even if the database is down.
-            broker, namespace, queue = self.broker, self.broker.namespace, self.queue_name
-            canonical = queue.removesuffix(".DQ")
-            try:
-                broker._dead_nack(
-                    keys=[
-                        f"{namespace}:__acks__.{broker.broker_id}.{queue}",
-                        f"{namespace}:{queue}.msgs",
-                        f"{namespace}:{canonical}.XQ",
-                        f"{namespace}:{canonical}.XQ.msgs",
-                    ],
-                    args=[message.options["redis_message_id"], dead_body(message), current_millis()],
-                )
-            except redis.ConnectionError as error:
-                raise ConnectionClosed(error) from None
+            self._move_to_dead(message.options["redis_message_id"], dead_body(message))
             self.queued_message_ids.discard(message.message_id)
         self._nudge.set()
+
+    def _move_to_dead(self, redis_id: str, body: bytes) -> None:
+        """Move fetched message ``redis_id`` to the dead-letter queue, stored as ``body``."""
+        broker, namespace, queue = self.broker, self.broker.namespace, self.queue_name
+        canonical = queue.removesuffix(".DQ")
+        try:
+            broker._dead_nack(
+                keys=[
+                    f"{namespace}:__acks__.{broker.broker_id}.{queue}",
+                    f"{namespace}:{queue}.msgs",
+                    f"{namespace}:{canonical}.XQ",
+                    f"{namespace}:{canonical}.XQ.msgs",
+                ],
+                args=[redis_id, body, current_millis()],
+            )
+        except redis.ConnectionError as error:
+            raise ConnectionClosed(error) from None
 
     def close(self) -> None:
         """Send this queue's waiting acks before the consumer goes away."""
@@ -436,9 +444,20 @@ class _CallboardRedisConsumer(_RedisConsumer):
                 raise ConnectionClosed(error) from None
         super().close()
 
-    def _reject_undecodable(self, redis_id: str) -> None:
-        log_event(logger, logging.ERROR, "message.undecodable", queue=self.queue_name, redis_id=redis_id)
-        self.broker.do_nack(self.queue_name, redis_id)
+    def _reject(self, redis_id: str, body: bytes, rejected: intake.MessageRejected) -> None:
+        """Dead-letter fetched ``body`` with the reason it was refused; nothing runs it."""
+        ids = {"message_id": rejected.message.message_id} if rejected.message is not None else {}
+        log_event(
+            logger,
+            logging.ERROR,
+            "message.undecodable" if rejected.reason == "undecodable" else "message.rejected",
+            reason=rejected.reason,
+            error=str(rejected),
+            queue=self.queue_name,
+            redis_id=redis_id,
+            **ids,
+        )
+        self._move_to_dead(redis_id, rejected_body(body, rejected))
 
     def __next__(self) -> MessageProxy | None:
         try:
@@ -448,10 +467,12 @@ class _CallboardRedisConsumer(_RedisConsumer):
                     if data is None:  # an id whose body is gone (see dramatiq#266)
                         continue
                     try:
-                        message = Message.decode(data)
-                    except Exception:  # garbage on the queue: dead-letter it, keep consuming
-                        self._reject_undecodable(redis_id)
+                        message = intake.accept(data, self.queue_name, self._limit)
+                    except intake.MessageRejected as rejected:  # dead-letter it, keep consuming
+                        self._reject(redis_id, data, rejected)
                         continue
+                    # The id it was fetched by is the one to ack, whatever the body claims.
+                    message.options["redis_message_id"] = redis_id
                     self.queued_message_ids.add(message.message_id)
                     return MessageProxy(message)
 

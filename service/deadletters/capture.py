@@ -10,6 +10,7 @@ original arguments sealed for requeue.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import traceback
@@ -18,11 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from dramatiq import Broker, Message
+from dramatiq import Broker
 from dramatiq.broker import MessageProxy
 from dramatiq.errors import ActorNotFound
 
 from config.settings import Settings
+from service import intake
 from service.redaction import Redactor
 from service.sealing import seal
 
@@ -32,6 +34,12 @@ _ATTRIBUTE = "_callboard_death"
 MAX_MESSAGE = 2_000
 MAX_TRACEBACK = 20_000
 MAX_RAW_BODY = 1_024
+
+#: The key of the body that stands in the dead-letter queue for a body that is not a message.
+_REJECTED = "callboard_rejected"
+
+#: Exception type stored for a body that is not a message, by reason.
+_BODY_ERRORS = {"undecodable": "DecodeError", "oversized": "MessageTooLarge"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,22 +110,54 @@ def dead_body(message: MessageProxy) -> bytes:
     return message._message.copy(options={"dead": dead_options(message)}).encode()
 
 
+def rejected_body(body: bytes, rejected: intake.MessageRejected) -> bytes:
+    """What a consumer puts in the dead-letter queue for ``body``, which it refused.
+
+    A decoded message (``bad_options``, ``wrong_queue``) goes as a dead message with its reason,
+    never run (0 attempts). A body that is not a message goes inside a small JSON object with its
+    reason and error, cut to its first :data:`MAX_RAW_BODY` bytes when oversized, so a huge body
+    never sits in the dead-letter queue; :func:`to_row` reads it back.
+    """
+    if rejected.message is not None:
+        proxy = MessageProxy(rejected.message)
+        mark_dead(proxy, rejected.reason, rejected, 0)
+        return dead_body(proxy)
+    kept = body[:MAX_RAW_BODY] if rejected.reason == "oversized" else body
+    return json.dumps(
+        {
+            _REJECTED: {
+                "reason": rejected.reason,
+                "error": str(rejected),
+                "bytes": len(body),
+                "body": kept.decode("utf-8", errors="replace"),
+            }
+        }
+    ).encode()
+
+
 def _time(ms: Any) -> datetime:
-    seconds = ms / 1000 if isinstance(ms, int | float) else time.time()
-    return datetime.fromtimestamp(seconds, UTC)
+    try:
+        return datetime.fromtimestamp(ms / 1000 if isinstance(ms, int | float) else time.time(), UTC)
+    except (OverflowError, ValueError, OSError):  # a hostile timestamp
+        return datetime.fromtimestamp(time.time(), UTC)
 
 
 def to_row(entry: DeadEntry, broker: Broker, settings: Settings) -> dict[str, Any]:
     """The store row for ``entry``: redacted for reading, original arguments sealed."""
     now = datetime.now(UTC)
+    if entry.body is None:
+        return _undecodable_row(entry, settings, now)
     try:
-        if entry.body is None:
-            raise ValueError("no body")
-        message = Message.decode(entry.body)
-    except Exception:
+        # Shape-checked JSON only: a wrong field type here would stop the mover for every entry.
+        message = intake.decode(entry.body)
+    except intake.MessageRejected:
         return _undecodable_row(entry, settings, now)
     options = dict(message.options)
-    dead = options.pop("dead", None) or {}
+    dead = options.pop("dead", None)
+    dead = dead if isinstance(dead, dict) else {}
+    retries = options.get("retries", 0)
+    if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= intake.MAX_COUNT:
+        retries = 0  # a message dead for bad options; the key must stay short and unique
     redactor = Redactor(settings.sensitive_fields)
     try:
         fn = broker.get_actor(message.actor_name).fn
@@ -131,7 +171,7 @@ def to_row(entry: DeadEntry, broker: Broker, settings: Settings) -> dict[str, An
     sealed = seal(json.dumps(payload, default=str).encode(), settings)
     return _storable(
         {
-            "dedupe_key": f"{message.message_id}:{options.get('retries', 0)}",
+            "dedupe_key": f"{message.message_id}:{retries}",
             "message_id": message.message_id,
             "queue": entry.queue,
             "actor": message.actor_name,
@@ -144,7 +184,7 @@ def to_row(entry: DeadEntry, broker: Broker, settings: Settings) -> dict[str, An
             "exception_type": dead.get("exception_type"),
             "exception_message": Redactor.scrub(dead.get("exception_message"), found),
             "traceback": Redactor.scrub(dead.get("traceback"), found),
-            "attempts": int(dead.get("attempts", options.get("retries", 0) + 1)),
+            "attempts": _attempts(dead.get("attempts"), retries + 1),
             "first_failed_at": _time(dead.get("first_failed_at")),
             "last_failed_at": _time(dead.get("failed_at")),
             "stored_at": now,
@@ -192,28 +232,52 @@ def minimal_row(row: dict[str, Any], error: BaseException) -> dict[str, Any]:
     }
 
 
+def _attempts(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and 0 <= value <= intake.MAX_COUNT + 1 else default
+
+
+def _rejection(body: bytes) -> dict[str, Any] | None:
+    """The contents of a :func:`rejected_body` object, or None for any other body."""
+    try:
+        found = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    inner = found.get(_REJECTED) if isinstance(found, dict) and len(found) == 1 else None
+    if isinstance(inner, dict) and inner.get("reason") in _BODY_ERRORS and isinstance(inner.get("body"), str):
+        return inner
+    return None
+
+
 def _undecodable_row(entry: DeadEntry, settings: Settings, now: datetime) -> dict[str, Any]:
     body = entry.body or b""
+    rejection = _rejection(body)
+    if rejection is not None:  # refused by a consumer, which recorded why
+        reason, error, raw = rejection["reason"], str(rejection.get("error")), rejection["body"]
+    else:  # put in the dead-letter queue by something else (Dramatiq, an older version)
+        reason, error = "undecodable", f"body of {len(body)} bytes is not a Dramatiq message"
+        raw = body.decode("utf-8", errors="replace")
     redactor = Redactor(settings.sensitive_fields)
     try:  # JSON that is not a message may still carry sensitive keys
-        text = json.dumps(redactor.redact(json.loads(body)))[:MAX_RAW_BODY]
-    except (ValueError, UnicodeDecodeError):
-        text = redactor.redact_text(body[:MAX_RAW_BODY].decode("utf-8", errors="replace"))
+        text = json.dumps(redactor.redact(json.loads(raw)))[:MAX_RAW_BODY]
+    except (ValueError, RecursionError):  # not JSON, cut short, or nested too deeply to walk
+        text = redactor.redact_text(raw[:MAX_RAW_BODY])
     ref = entry.ref if entry.stable else uuid.uuid4().hex
+    if len(ref) > 64:  # a hostile producer chose the Redis id; the key has 200 characters
+        ref = hashlib.sha256(ref.encode()).hexdigest()
     return _storable(
         {
             "dedupe_key": f"undecodable:{entry.queue}:{ref}",
             "message_id": None,
             "queue": entry.queue,
             "actor": None,
-            "reason": "undecodable",
+            "reason": reason,
             "args": None,
             "kwargs": None,
             "options": None,
             "sealed_payload": None,
             "raw_body": text,
-            "exception_type": "DecodeError",
-            "exception_message": f"body of {len(body)} bytes is not a Dramatiq message",
+            "exception_type": _BODY_ERRORS[reason],
+            "exception_message": error[:MAX_MESSAGE],
             "traceback": None,
             "attempts": 0,
             "first_failed_at": now,
