@@ -12,7 +12,8 @@ is full sends no fetch, and without this beat it would look dead to the rescuer.
     sets the pod's heartbeat and stuck-thread gauges: a process that stops beating (wedged, or
     holding the GIL in C code) or reports stuck threads makes the pod unhealthy,
   * publishes a :class:`service.health.heartbeats.Beat` to the shared-state Redis, so
-    ``callboard health`` sees which workers are alive and what they consume.
+    ``callboard health`` sees which workers are alive and what they consume. Its data carries
+    ``broker_id``, the id that ``worker.rescued`` names as ``dead_worker``.
 
 The heartbeat owns the process's :class:`service.brokers.rescue.Rescuer`, a thread of its own
 that requeues dead workers' messages at start and every ``CALLBOARD_HEARTBEAT_TIMEOUT`` / 2.
@@ -89,8 +90,14 @@ class Heartbeat:
         self._rescuer = rescue.Rescuer(broker, settings.heartbeat_timeout)
         self._stuck_fired = False
         self._last_alive_error = -float("inf")
+        # broker_id: the id the rescuer logs as ``dead_worker``, so a rescue names its process.
         self.beat = heartbeats.Beat(
-            id=heartbeats.new_id(), data={"queues": sorted(queues), "threads": threads}
+            id=heartbeats.new_id(),
+            data={
+                "queues": sorted(queues),
+                "threads": threads,
+                "broker_id": getattr(broker, "broker_id", None),
+            },
         )
         self._limits = next((mw for mw in broker.middleware if isinstance(mw, TimeLimits)), None)
         self._stop = threading.Event()
