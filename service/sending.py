@@ -2,7 +2,8 @@
 
 Both validate before anything reaches the broker: the actor must exist, the arguments must fit
 its signature and encode as JSON, nested at most :data:`service.intake.MAX_NESTING` levels, the
-encoded message must fit ``CALLBOARD_MAX_MESSAGE_BYTES``, and a ``queue`` override must not be
+encoded message must fit ``CALLBOARD_MAX_MESSAGE_BYTES``, options that middleware reads must
+have their types (:func:`service.intake.option_problem`), and a ``queue`` override must not be
 served sooner than the actor's own queue (:func:`service.intake.queue_problem`). Both put a
 ``request_id`` in the message options (the caller's, else the one of the message running on this
 thread, so a chain of actors shares one id, else a new one) so logs can follow one request across
@@ -73,14 +74,18 @@ def build_message(
 
     Raises :class:`BadArgumentsError` if the arguments do not fit, do not encode as JSON or are
     nested too deeply, :class:`MessageTooLargeError` if the encoded message is over
-    ``CALLBOARD_MAX_MESSAGE_BYTES``, and :class:`BadInputError` if ``queue`` is served sooner
-    than the actor's queue: a worker would dead-letter either (``oversized``, ``wrong_queue``).
+    ``CALLBOARD_MAX_MESSAGE_BYTES``, and :class:`BadInputError` if an option has the wrong type
+    or ``queue`` is served sooner than the actor's queue: a worker would dead-letter each of
+    them (``oversized``, ``bad_options``, ``wrong_queue``).
     """
     kwargs = kwargs or {}
     check_arguments(actor, args, kwargs)
     message = actor.message_with_options(
         args=tuple(args), kwargs=kwargs, request_id=request_id or uuid.uuid4().hex, **(options or {})
     )
+    problem = intake.option_problem(message.options)
+    if problem is not None:
+        raise BadInputError(f"{actor.actor_name}: {problem}")
     if queue and queue != message.queue_name:
         problem = intake.queue_problem(actor.actor_name, actor.queue_name, queue)
         if problem is not None:
@@ -121,7 +126,7 @@ def send(
     """Enqueue one message for ``actor_name``; returns its message id once the broker has it.
 
     ``delay`` is in seconds. Raises :class:`UnknownActorError`, :class:`BadArgumentsError`,
-    :class:`BadInputError` (too large, or a queue the actor may not use; see
+    :class:`BadInputError` (too large, a bad option, or a queue the actor may not use; see
     :func:`build_message`), or :class:`BrokerUnavailableError` (the message was not stored).
     """
     return send_many(

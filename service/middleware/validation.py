@@ -2,11 +2,11 @@
 its actor may not use is run.
 
 Guarantees:
-  * ``before_enqueue``: a new message (not a retry, not a delayed message coming due) whose
-    encoded body is longer than ``max_message_bytes`` raises :class:`MessageTooLargeError` (a
-    ``BadInputError``), one line naming the actor and both sizes, and is not sent. That covers
-    Dramatiq's ``actor.send()`` from any producer or actor; :func:`service.sending.send` checks
-    before anything is sent.
+  * ``before_enqueue``: a new message (not a retry, a delayed message coming due or a requeued
+    dead letter) whose encoded body is longer than ``max_message_bytes`` raises
+    :class:`MessageTooLargeError` (a ``BadInputError``), one line naming the actor and both
+    sizes, and is not sent. That covers Dramatiq's ``actor.send()`` from any producer or actor;
+    :func:`service.sending.send` checks that and more before anything is sent.
   * ``before_process_message``, first in the stack: a message with an option of the wrong type
     or out of range (:func:`service.intake.option_problem`) is dead-lettered with reason
     ``bad_options``; a message on a queue served sooner than its actor's own
@@ -64,10 +64,15 @@ class Validation(Middleware):
         self.max_message_bytes = max_message_bytes
 
     def before_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
-        # A retry or a delayed message coming due was accepted once already and has grown by
-        # what Callboard adds (within the receive allowance); refusing it now would requeue a
-        # retry forever, or restart a consumer thread every second.
-        if "retries" in message.options or isinstance(threading.current_thread(), ConsumerThread):
+        # A retry, a delayed message coming due, or a dead letter sent again was accepted by a
+        # worker once already, and may have grown by what Callboard adds (within the receive
+        # allowance); refusing it now would requeue a retry forever, restart a consumer thread
+        # every second, or fail a whole batch of `dlq requeue`.
+        if (
+            "retries" in message.options
+            or "requeued_from" in message.options
+            or isinstance(threading.current_thread(), ConsumerThread)
+        ):
             return
         size = len(message.encode())
         if size > self.max_message_bytes:

@@ -187,6 +187,8 @@ def test_send_refuses_what_a_worker_would_dead_letter(stub: StubBroker) -> None:
         report.send("x" * LIMIT)
     with pytest.raises(BadInputError, match="may not move it to 'critical'"):
         send("report", [1], queue="critical")
+    with pytest.raises(BadInputError, match=r"^report: option 'time_limit' must be a number"):
+        send("report", [1], time_limit="1h")
     with pytest.raises(BadArgumentsError, match="nested deeper than 64 levels"):
         send("report", [nested_list(5_000)])
     assert stub.queues["reports"].qsize() == 0
