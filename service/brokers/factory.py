@@ -27,16 +27,15 @@ def build_middleware(settings: Settings) -> list[Middleware]:
 
     Dramatiq runs ``before_*`` hooks in this order and ``after_*`` hooks in reverse, so:
 
-    0. ``Validation``: first of ours (only Sentry's own middleware runs before it), so no other
-       hook of ours reads the options of a message it rejects (an option of the wrong type, a
-       queue its actor may not use); the size it allows at send leaves room for what later
-       ``before_enqueue`` hooks add (``service.intake.IN_FLIGHT_ALLOWANCE``).
-       With Sentry on: Sentry's middleware (inserted in front of the stack by its integration)
-       and, after ``Validation``, ``SentryContext``, which tags the message's Sentry scope and
-       reports ``throws`` dead letters; their ``after`` hooks run last, once every decision
-       about the attempt is made.
+    0. With Sentry on: Sentry's middleware (inserted by its integration) and ``SentryContext``,
+       which tags the message's Sentry scope and reports ``throws`` dead letters; their
+       ``after`` hooks run last, once every decision about the attempt is made.
 
     1. ``MessageContext``: first in, last out, so every other hook logs with the message's context.
+    1b. ``Validation``: right behind it, so a rejection is logged with the message's context and
+       no later hook reads the options of a message it rejects (an option of the wrong type, a
+       queue its actor may not use). Its ``before_enqueue`` measures the message with its
+       ``request_id``; ``service.intake.IN_FLIGHT_ALLOWANCE`` leaves room for what comes later.
     2. ``Metrics``: its ``after`` hooks run after Retries' and Expiry's, so it counts the outcome
        they decided; its ``before`` hook measures the wait before anything else runs. Left out
        when ``CALLBOARD_METRICS_PORT`` is 0 (nothing would serve what it counts).
@@ -57,9 +56,9 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     # built; ours must come right behind it, within the scope it opens per message.
     sentry: list[Middleware] = [SentryContext()] if sentry_enabled() else []
     return [
-        Validation(max_message_bytes=settings.max_message_bytes),
         *sentry,
         MessageContext(),
+        Validation(max_message_bytes=settings.max_message_bytes),
         *metrics,
         DeadLetterMover(interval=settings.dlq_drain_interval),
         Callbacks(),

@@ -7,11 +7,11 @@ Guarantees:
     :class:`MessageTooLargeError` (a ``BadInputError``), one line naming the actor and both
     sizes, and is not sent. That covers Dramatiq's ``actor.send()`` from any producer or actor;
     :func:`service.sending.send` checks that and more before anything is sent.
-  * ``before_process_message``, first in the stack: a message with an option of the wrong type
-    or out of range (:func:`service.intake.option_problem`) is dead-lettered with reason
-    ``bad_options``; a message on a queue served sooner than its actor's own
+  * ``before_process_message``, right after ``MessageContext``: a message with an option of the
+    wrong type or out of range (:func:`service.intake.option_problem`) is dead-lettered with
+    reason ``bad_options``; a message on a queue served sooner than its actor's own
     (:func:`service.intake.queue_problem`) with reason ``wrong_queue``. Neither runs, and no
-    other middleware of ours reads its options. The log shows ``message.rejected``.
+    later middleware reads its options. The log shows ``message.rejected``.
 
 Callboard's consumers make the option check already when they fetch a message
 (:mod:`service.intake`); the check here covers any other consumer.
