@@ -77,6 +77,7 @@ from config.policies import POLICIES
 from config.queues import QUEUES
 from scheduler.trigger import Trigger, TriggerError, parse_cron, parse_every, parse_timezone
 from service.errors import CallboardError
+from service.intake import queue_problem
 
 CATCHUP_POLICIES = ("skip", "latest", "all")
 OVERLAP_POLICIES = ("skip", "allow")
@@ -384,6 +385,12 @@ def _read_entry(
     if queue is not None and (not isinstance(queue, str) or queue not in QUEUES):
         hint = _suggest(str(queue), QUEUES) or f" (known: {', '.join(QUEUES)})"
         problem(f"queue {queue!r} is not in the catalogue{hint}")
+    elif queue is not None and actor is not None:
+        # Workers dead-letter a message moved to a queue served sooner than its actor's own
+        # (reason wrong_queue): such an entry would fail at every fire, so it is refused here.
+        moved = queue_problem(actor.actor_name, actor.queue_name, queue)
+        if moved:
+            problem(moved)
 
     values: dict[str, Any] = {}
     for key, reader in _OPTION_READERS.items():

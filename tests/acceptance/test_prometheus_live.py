@@ -132,7 +132,7 @@ def scheduler(
     state.advance("beat", datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=10), "sent")
     path = tmp_path / "schedule.toml"
     path.write_text(
-        '[entries.beat]\nactor = "tb_record"\nevery = "3s"\nargs = ["beat"]\nqueue = "default"\n'
+        '[entries.beat]\nactor = "ping"\nevery = "3s"\n'
         'catchup = "skip"\ncatchup_window = "1m"\nexpires = "1h"\n'
     )
     port = free_port()

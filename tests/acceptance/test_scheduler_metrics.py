@@ -38,9 +38,9 @@ def schedule_file(tmp_path: Path, body: str) -> Path:
 
 
 def every_second(name: str, catchup: str = "skip") -> str:
-    # Sent to "default", so the test queue holds only what a test puts there.
+    # ping runs on "critical", so the test queue holds only what a test puts there.
     return (
-        f'[entries.{name}]\nactor = "tb_record"\nevery = "1s"\nargs = ["{name}"]\nqueue = "default"\n'
+        f'[entries.{name}]\nactor = "ping"\nevery = "1s"\n'
         f'catchup = "{catchup}"\ncatchup_window = "1m"\nexpires = "1h"\n\n'
     )
 
@@ -307,10 +307,7 @@ def test_last_fire_is_restored_from_the_history_at_start(
     state = scheduler_state
     sent_at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=20)
     assert state.record_fire("yearly", sent_at, "sent", token=1, message_id="m-1", sent_at=sent_at)
-    body = (
-        '[entries.yearly]\nactor = "tb_record"\ncron = "0 0 1 1 *"\nargs = ["yearly"]\nqueue = "default"\n'
-        'catchup = "skip"\n'
-    )
+    body = '[entries.yearly]\nactor = "ping"\ncron = "0 0 1 1 *"\ncatchup = "skip"\n'
     env = {**scheduler_env, "CALLBOARD_SCHEDULE_FILE": str(schedule_file(tmp_path, body))}
     # When a new scheduler starts (nothing is due for it to send)
     process, port = start(env, tmp_path, "restored")

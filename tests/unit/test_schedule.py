@@ -211,6 +211,10 @@ expires = 60
         ('actor = "tick"\ncron = "* * * * *"\nargs = "x"', "args must be an array"),
         ('actor = "report"\ncron = "* * * * *"\nargs = [1979-05-27]', "cannot be sent as JSON"),
         ('actor = "tick"\ncron = "* * * * *"\nqueue = "nowhere"', "queue 'nowhere' is not in the catalogue"),
+        (  # a report moved onto a queue served sooner than its own: workers would dead-letter it
+            'actor = "report"\ncron = "* * * * *"\nargs = ["d"]\nqueue = "critical"',
+            "actor 'report' runs on queue 'reports'; a message may not move it to 'critical'",
+        ),
         ('actor = "tick"\ncron = "* * * * *"\ncatchup = "some"', "catchup must be one of skip, latest, all"),
         ('actor = "tick"\ncron = "* * * * *"\noverlap = "never"', "overlap must be one of skip, allow"),
         ('actor = "tick"\ncron = "* * * * *"\nexpires = "-5m"', "expires cannot be negative"),
