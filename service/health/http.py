@@ -53,6 +53,7 @@ class HealthServer:
                     except Exception as error:  # a failing collector must not kill the server
                         status, kind = 500, "text/plain"
                         body = f"{type(error).__name__}: {error}\n".encode()
+                        logger.exception("%s failed", self.path)
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(body)))

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, values
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
@@ -34,6 +35,9 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 _SUMMED = ("counter", "histogram")
 
 _lock = threading.Lock()
+
+#: Bytes of an mmap file's header (its used length); a shorter file is still being created.
+_HEADER_BYTES = 8
 
 
 def prepare_directory(directory: Path | None) -> Path:
@@ -111,9 +115,32 @@ def _fold(dead: Path, archive: Path) -> None:
     dead.unlink()
 
 
+class _DirectoryCollector:
+    """prometheus_client's multiprocess merge over the files of ``directory`` that are ready.
+
+    A process creates its file empty and then sizes it; a scrape that opens it in between would
+    fail on the missing header (prometheus_client reads it unguarded), so files shorter than the
+    header are left for the next scrape: they hold no value yet.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterable[Metric]:
+        files = [path for path in glob.glob(str(self.directory / "*.db")) if _has_header(path)]
+        return MultiProcessCollector.merge(files, accumulate=True)
+
+
+def _has_header(path: str) -> bool:
+    try:
+        return os.path.getsize(path) >= _HEADER_BYTES
+    except OSError:  # gone since the glob
+        return False
+
+
 def collect(directory: Path) -> bytes:
     """The text exposition of every process's metrics in ``directory``."""
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))
+    registry.register(_DirectoryCollector(directory))
     with _lock:
         return generate_latest(registry)
