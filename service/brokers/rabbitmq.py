@@ -23,8 +23,7 @@ from config.settings import get_settings
 from service import intake
 from service.brokers.disposition import Disposition, disposition_of
 from service.brokers.stats import QueueStats
-from service.deadletters.capture import DeadEntry, dead_body, rejected_body
-from service.logs import log_event
+from service.deadletters.capture import DeadEntry, dead_body, log_rejected, rejected_body
 
 logger = logging.getLogger(__name__)
 
@@ -156,16 +155,7 @@ class _CallboardRabbitmqConsumer(_RabbitmqConsumer):
 
     def _reject(self, tag: int, body: bytes, rejected: intake.MessageRejected) -> None:
         """Publish ``body``'s dead letter with its reason (confirmed), then ack the delivery."""
-        ids = {"message_id": rejected.message.message_id} if rejected.message is not None else {}
-        log_event(
-            logger,
-            logging.ERROR,
-            "message.undecodable" if rejected.reason == "undecodable" else "message.rejected",
-            reason=rejected.reason,
-            error=str(rejected),
-            queue=self.queue_name,
-            **ids,
-        )
+        log_rejected(logger, self.queue_name, rejected)
         try:
             self.broker.publish_dead(self.queue_name, rejected_body(body, rejected))
             # On this thread, which owns the consumer's channel; a crash before the ack

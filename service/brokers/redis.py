@@ -35,8 +35,7 @@ from service import intake
 from service.brokers.disposition import Disposition, disposition_of
 from service.brokers.stats import QueueStats
 from service.brokers.wakeup import NOTIFY_BELOW, NOTIFY_SCRIPT, WakeUps
-from service.deadletters.capture import DeadEntry, dead_body, rejected_body
-from service.logs import log_event
+from service.deadletters.capture import DeadEntry, dead_body, log_rejected, rejected_body
 
 logger = logging.getLogger(__name__)
 
@@ -446,17 +445,7 @@ class _CallboardRedisConsumer(_RedisConsumer):
 
     def _reject(self, redis_id: str, body: bytes, rejected: intake.MessageRejected) -> None:
         """Dead-letter fetched ``body`` with the reason it was refused; nothing runs it."""
-        ids = {"message_id": rejected.message.message_id} if rejected.message is not None else {}
-        log_event(
-            logger,
-            logging.ERROR,
-            "message.undecodable" if rejected.reason == "undecodable" else "message.rejected",
-            reason=rejected.reason,
-            error=str(rejected),
-            queue=self.queue_name,
-            redis_id=redis_id,
-            **ids,
-        )
+        log_rejected(logger, self.queue_name, rejected, redis_id=redis_id)
         self._move_to_dead(redis_id, rejected_body(body, rejected))
 
     def __next__(self) -> MessageProxy | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 import traceback
 import uuid
@@ -25,6 +26,7 @@ from dramatiq.errors import ActorNotFound
 
 from config.settings import Settings
 from service import intake
+from service.logs import log_event
 from service.redaction import Redactor
 from service.sealing import seal
 
@@ -108,6 +110,22 @@ def dead_options(message: MessageProxy) -> dict[str, Any]:
 def dead_body(message: MessageProxy) -> bytes:
     """The encoded message with its ``dead`` option, to store in the dead-letter queue."""
     return message._message.copy(options={"dead": dead_options(message)}).encode()
+
+
+def log_rejected(logger: logging.Logger, queue: str, rejected: intake.MessageRejected, **fields: Any) -> None:
+    """Log a body a consumer refused: ``message.undecodable`` (no message could be read) or
+    ``message.rejected`` (with its message id), with the reason and the one-line error."""
+    ids = {"message_id": rejected.message.message_id} if rejected.message is not None else {}
+    log_event(
+        logger,
+        logging.ERROR,
+        "message.undecodable" if rejected.reason == "undecodable" else "message.rejected",
+        reason=rejected.reason,
+        error=str(rejected),
+        queue=queue,
+        **fields,
+        **ids,
+    )
 
 
 def rejected_body(body: bytes, rejected: intake.MessageRejected) -> bytes:
