@@ -6,7 +6,6 @@ and nothing runs twice."""
 from __future__ import annotations
 
 import time
-from urllib.parse import urlsplit
 
 import pytest
 from dramatiq import Broker
@@ -14,10 +13,9 @@ from dramatiq import Broker
 from config.settings import get_settings
 from service import send, send_many
 from service.deadletters import store
-from tests.conftest import unavailable
 from tests.integration.conftest import StartWorker
 from tests.support import completions
-from tests.support.proxy import FaultyProxy
+from tests.support.proxy import database_proxy
 from tests.support.waiting import wait_until
 
 OUTAGE = 10.0
@@ -32,14 +30,8 @@ def test_workers_keep_running_while_the_database_is_unreachable(
 ) -> None:
     monkeypatch.setenv("CALLBOARD_DATABASE_URL", migrated_database_url)  # this process reads the store
     get_settings.cache_clear()
-    parts = urlsplit(migrated_database_url)
-    if parts.scheme.startswith("sqlite"):
-        unavailable("needs PostgreSQL (CALLBOARD_TEST_DATABASE_URL) to cut the database connection")
-    proxy = FaultyProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    try:
+    with database_proxy(migrated_database_url) as (proxy, proxied):
         # Given a pod whose database connection goes through a proxy (the ledger does not)
-        user = f"{parts.username}@" if parts.username else ""
-        proxied = parts._replace(netloc=f"{user}127.0.0.1:{proxy.port}").geturl()
         worker = start_worker(
             CALLBOARD_DATABASE_URL=proxied, CALLBOARD_WORKER_PROCESSES="2", CALLBOARD_DLQ_DRAIN_INTERVAL="0.5"
         )
@@ -77,5 +69,3 @@ def test_workers_keep_running_while_the_database_is_unreachable(
             f"[chaos 4] {len(keys)} messages; {done_during} completed during the {OUTAGE:.0f}s outage; "
             f"dead letters stored {stored_after:.1f}s after the database came back; duplicates 0"
         )
-    finally:
-        proxy.close()

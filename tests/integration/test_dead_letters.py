@@ -7,7 +7,6 @@ import json
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
 
 import pytest
 from dramatiq import Broker, Message
@@ -16,11 +15,10 @@ from config.settings import get_settings
 from service import send, send_many
 from service.deadletters import store
 from service.deadletters.requeue import requeue
-from tests.conftest import unavailable
 from tests.integration.conftest import StartWorker
 from tests.support.actors import QUEUE
 from tests.support.processes import run_callboard
-from tests.support.proxy import FaultyProxy
+from tests.support.proxy import database_proxy
 from tests.support.records import client, entries
 from tests.support.waiting import wait_until
 
@@ -234,13 +232,7 @@ def test_purge_and_retention_remove_exactly_what_they_should(
 def test_dead_letters_wait_in_the_broker_while_the_database_is_down(
     producer: Broker, start_worker: StartWorker, migrated_database_url: str
 ) -> None:
-    parts = urlsplit(migrated_database_url)
-    if parts.scheme.startswith("sqlite"):
-        unavailable("needs PostgreSQL (CALLBOARD_TEST_DATABASE_URL) to cut the database connection")
-    proxy = FaultyProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
-    try:
-        user = f"{parts.username}@" if parts.username else ""
-        proxied = parts._replace(netloc=f"{user}127.0.0.1:{proxy.port}").geturl()
+    with database_proxy(migrated_database_url) as (proxy, proxied):
         # Given a worker whose database becomes unreachable
         worker = start_worker(CALLBOARD_DATABASE_URL=proxied)
         proxy.cut()
@@ -254,8 +246,6 @@ def test_dead_letters_wait_in_the_broker_while_the_database_is_down(
         proxy.restore()
         wait_dead(1, "exhausted", timeout=90)
         wait_until(lambda: broker_dead_count(producer) == 0, message="an empty broker DLQ")
-    finally:
-        proxy.close()
 
 
 @pytest.mark.usefixtures("operator_env")

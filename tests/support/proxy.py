@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 
 class FaultyProxy:
@@ -72,3 +74,20 @@ class FaultyProxy:
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def database_proxy(url: str) -> Iterator[tuple[FaultyProxy, str]]:
+    """A proxy in front of the PostgreSQL server of ``url`` and ``url`` rewritten to go through it;
+    a SQLite URL skips the test (there is no connection to cut)."""
+    from tests.conftest import unavailable
+
+    parts = urlsplit(url)
+    if parts.scheme.startswith("sqlite"):
+        unavailable("needs PostgreSQL (CALLBOARD_TEST_DATABASE_URL) to cut the database connection")
+    proxy = FaultyProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    try:
+        user = f"{parts.username}@" if parts.username else ""
+        yield proxy, parts._replace(netloc=f"{user}127.0.0.1:{proxy.port}").geturl()
+    finally:
+        proxy.close()
