@@ -134,6 +134,12 @@ class Settings(BaseSettings):
         description="Seconds a thread stays stuck (hard limit + 10 s grace) before its process "
         "recycles itself; 0 = never.",
     )
+    send_timeout: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="Seconds a send keeps retrying an unreachable broker before it raises; 0 = at once.",
+    )
     sentry_dsn: SecretStr | None = Field(default=None, description="Sentry DSN; unset: Sentry is off.")
     sentry_environment: str = Field(default="production", description="Sentry environment tag.")
     sentry_release: str | None = Field(
@@ -152,6 +158,7 @@ class Settings(BaseSettings):
         "scheduler_lease",
         "heartbeat_interval",
         "heartbeat_timeout",
+        "send_timeout",
         mode="before",
     )
     @classmethod

@@ -13,25 +13,32 @@ actors.
 from __future__ import annotations
 
 import inspect
+import logging
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
 import redis
-from dramatiq import Actor, Message
+from dramatiq import Actor, Broker, Message
 from dramatiq.errors import ActorNotFound, BrokerConnectionError
 
 from config.queues import QUEUES
 from config.settings import get_settings
 from service import intake
 from service.errors import BadArgumentsError, BadInputError, BrokerUnavailableError, UnknownActorError
-from service.logs import message_context
+from service.logs import log_event, message_context
 from service.middleware.validation import MessageTooLargeError
 from service.runtime import get_broker, load_actors
 
+logger = logging.getLogger(__name__)
+
 #: Messages per pipelined round trip in :func:`send_many`.
 BATCH_SIZE = 1000
+
+#: First and longest pause between attempts while the broker is unreachable.
+RETRY_PAUSE = (0.1, 1.0)
 
 
 def find_actor(actor_name: str) -> Actor[Any, Any]:
@@ -127,7 +134,8 @@ def send(
 
     ``delay`` is in seconds. Raises :class:`UnknownActorError`, :class:`BadArgumentsError`,
     :class:`BadInputError` (too large, a bad option, or a queue the actor may not use; see
-    :func:`build_message`), or :class:`BrokerUnavailableError` (the message was not stored).
+    :func:`build_message`), or :class:`BrokerUnavailableError` (the message was not stored: the
+    broker stayed unreachable for ``CALLBOARD_SEND_TIMEOUT`` seconds of retries).
     """
     return send_many(
         actor_name, [args], [kwargs or {}], queue=queue, delay=delay, request_id=request_id, **options
@@ -164,18 +172,39 @@ def send_many(
     _declare(queue)
     broker = get_broker()
     delay_ms = None if delay is None else int(delay * 1000)
-    enqueue_many = getattr(broker, "enqueue_many", None)
     ids: list[str] = []
-    try:
-        for start in range(0, len(messages), batch_size):
-            batch = messages[start : start + batch_size]
-            if enqueue_many is not None:
-                sent = enqueue_many(batch, delay=delay_ms)
-            else:
-                sent = [broker.enqueue(message, delay=delay_ms) for message in batch]
-            ids.extend(message.message_id for message in sent)
-    except (BrokerConnectionError, redis.RedisError, OSError) as error:
-        raise BrokerUnavailableError(
-            f"broker unavailable after {len(ids)} of {len(messages)} messages: {error}"
-        ) from None
+    for start in range(0, len(messages), batch_size):
+        sent = _enqueue_batch(broker, messages[start : start + batch_size], delay_ms, len(ids), len(messages))
+        ids.extend(message.message_id for message in sent)
     return ids
+
+
+def _enqueue_batch(
+    broker: Broker, batch: list[Message], delay_ms: int | None, done: int, total: int
+) -> list[Message]:
+    """Enqueue ``batch``, retrying an unreachable broker for up to ``CALLBOARD_SEND_TIMEOUT``
+    seconds; raises :class:`BrokerUnavailableError` when that runs out (the batch was not stored).
+
+    A retry after a connection that failed mid-reply may store a message twice (at-least-once;
+    an idempotency key collapses the copies); it never reports a message stored that was not.
+    """
+    enqueue_many = getattr(broker, "enqueue_many", None)
+    deadline = time.monotonic() + get_settings().send_timeout
+    pause = RETRY_PAUSE[0]
+    while True:
+        try:
+            if enqueue_many is not None:
+                sent: list[Message] = enqueue_many(batch, delay=delay_ms)
+                return sent
+            return [broker.enqueue(message, delay=delay_ms) for message in batch]
+        except (BrokerConnectionError, redis.RedisError, OSError) as error:
+            if time.monotonic() + pause > deadline:
+                raise BrokerUnavailableError(
+                    f"broker unavailable ({done} of {total} messages sent, the rest not): "
+                    f"{type(error).__name__}: {error}"
+                ) from None
+            log_event(
+                logger, logging.WARNING, "send.retrying", error=f"{type(error).__name__}: {error}"[:300]
+            )
+            time.sleep(pause)
+            pause = min(pause * 2, RETRY_PAUSE[1])

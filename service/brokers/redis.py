@@ -36,6 +36,7 @@ from service.brokers.disposition import Disposition, disposition_of
 from service.brokers.stats import QueueStats
 from service.brokers.wakeup import NOTIFY_BELOW, NOTIFY_SCRIPT, WakeUps
 from service.deadletters.capture import DeadEntry, dead_body, log_rejected, rejected_body
+from service.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,27 @@ SHUTDOWN_POLL = 0.05
 #: How long Redis keeps a dead letter the mover has not stored (a year: the database was down).
 DEAD_MESSAGE_TTL_MS = 365 * 86400 * 1000
 
+#: Seconds to connect to Redis, and to wait for a reply to one command (every command is a short
+#: script: nothing blocks server-side).
+CONNECT_TIMEOUT = 5.0
+COMMAND_TIMEOUT = 10.0
+
 #: Messages per bulk-enqueue script call (Lua's unpack() has a stack limit near 8 000).
 BULK_CHUNK = 1000
+
+#: Requeue ids of a consumer's ack set that its process does not hold (see ``_reclaim``): each
+#: id only if it is still in the set (an ack or a requeue may have won), and pushed back only if
+#: its body is stored. KEYS: ack set, queue list, queue hash. ARGV: ids. Returns how many went back.
+RECLAIM_SCRIPT = """
+local moved = 0
+for i = 1, #ARGV do
+    if redis.call("srem", KEYS[1], ARGV[i]) == 1 and redis.call("hexists", KEYS[3], ARGV[i]) == 1 then
+        redis.call("rpush", KEYS[2], ARGV[i])
+        moved = moved + 1
+    end
+end
+return moved
+"""
 
 #: Enqueue many messages of one queue at once: what Dramatiq's "enqueue" does (store the body,
 #: push the id), for N messages in one script call instead of N.
@@ -135,18 +155,33 @@ class CallboardRedisBroker(RedisBroker):
     def __init__(self, *, url: str, middleware: list[Any] | None = None, **options: Any) -> None:
         # Dead letters leave Redis when the mover has stored them; the TTL is only a backstop.
         options.setdefault("dead_message_ttl", DEAD_MESSAGE_TTL_MS)
-        super().__init__(url=url, middleware=middleware, **options)
+        # The rescuer requeues dead workers' messages on every pass; Dramatiq's random maintenance
+        # would also requeue live workers' messages right after an outage longer than the
+        # heartbeat timeout (every heartbeat is stale then), and it runs KEYS.
+        options.setdefault("maintenance_chance", 0)
+        if url and "client" not in options and "connection_pool" not in options:
+            # Bounded waits: a broker that hangs (not refusing, just silent) must fail a send or a
+            # fetch in seconds, not block it forever. URL query parameters still override these.
+            options["connection_pool"] = redis.ConnectionPool.from_url(
+                url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=COMMAND_TIMEOUT
+            )
+        pooled = "connection_pool" in options or "client" in options
+        super().__init__(url=None if pooled else url, middleware=middleware, **options)
         self.wakeups = WakeUps(self.client, self.namespace + ":callboard.wakeup")
         self._notify = self.client.register_script(NOTIFY_SCRIPT)
         self._ack_fetch = self.client.register_script(ACK_FETCH_SCRIPT)
         self._read_dead = self.client.register_script(READ_DEAD_SCRIPT)
         self._dead_nack = self.client.register_script(DEAD_NACK_SCRIPT)
         self._bulk_enqueue = self.client.register_script(BULK_ENQUEUE_SCRIPT)
+        self._reclaim_ids = self.client.register_script(RECLAIM_SCRIPT)
         self.stopping = threading.Event()
         self._consumers: weakref.WeakSet[_CallboardRedisConsumer] = weakref.WeakSet()
         # Acks waiting for their queue's consumer thread; kept here, not in a consumer, so a
         # consumer restarted after a connection error still sends its predecessor's acks.
         self._pending_acks: dict[str, list[str]] = {}
+        # Redis ids handed to this process's threads and not yet acked, requeued or dead-lettered,
+        # per queue: what a restarted consumer must not reclaim (see _reclaim).
+        self._held: dict[str, set[str]] = {}
         self._acks_lock = threading.Lock()
 
     @property
@@ -229,8 +264,50 @@ class CallboardRedisBroker(RedisBroker):
 
     def defer_ack(self, queue_name: str, redis_id: str) -> None:
         """Record an ack for ``queue_name``'s consumer thread to send with its next fetch."""
-        with self._acks_lock:
+        with self._acks_lock:  # held -> pending in one step, as _reclaim sees them
+            self._held.get(queue_name, set()).discard(redis_id)
             self._pending_acks.setdefault(queue_name, []).append(redis_id)
+
+    def hold(self, queue_name: str, redis_id: str) -> None:
+        """``redis_id`` was handed to this process's threads (the consumer thread calls this)."""
+        self._held.setdefault(queue_name, set()).add(redis_id)
+
+    def release(self, queue_name: str, redis_id: str) -> None:
+        """``redis_id`` is leaving this process's ack set otherwise than by an ack."""
+        with self._acks_lock:
+            self._held.get(queue_name, set()).discard(redis_id)
+
+    def reclaim(self, queue_name: str, delayed_ids: set[str] | None = None) -> int:
+        """Requeue the ids of this process's ack set for ``queue_name`` that none of its threads
+        holds; returns how many went back. Called by each new consumer before its first fetch.
+
+        A fetch whose reply was lost (the connection broke after Redis ran it) leaves its ids in
+        the ack set with no thread to run or ack them, and Dramatiq drops a delay-queue consumer's
+        in-memory delayed messages when its connection fails: without this, those messages
+        would wait until this process dies and the rescuer requeues them. ``delayed_ids``: for a
+        delay queue, the ids its consumer thread still holds (they replace what was handed out).
+        """
+        acks_key = f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
+        members = {_text(member) for member in self.client.smembers(acks_key)}
+        if not members:
+            return 0
+        with self._acks_lock:
+            if delayed_ids is not None:
+                self._held[queue_name] = set(delayed_ids)
+            kept = self._held.get(queue_name, set()) | set(self._pending_acks.get(queue_name, ()))
+        orphans = sorted(members - kept)
+        if not orphans:
+            return 0
+        moved = int(
+            self._reclaim_ids(
+                keys=[acks_key, f"{self.namespace}:{queue_name}", f"{self.namespace}:{queue_name}.msgs"],
+                args=orphans,
+            )
+        )
+        if moved:
+            log_event(logger, logging.WARNING, "consumer.reclaimed", queue=queue_name, count=moved)
+            self.wake(queue_name)
+        return moved
 
     def take_acks(self, queue_name: str) -> list[str]:
         """The acks waiting for ``queue_name``, removed from the waiting list."""
@@ -391,11 +468,13 @@ class _CallboardRedisConsumer(_RedisConsumer):
         self._nudge = threading.Event()
         broker.wakeups.subscribe(queue_name, self._nudge)
         broker._consumers.add(self)
+        self._reclaimed = False  # reclaim once, before the first fetch (see broker.reclaim)
 
     def ack(self, message: MessageProxy) -> None:
         disposition = disposition_of(message)
         if disposition is Disposition.REQUEUE:
             try:
+                self.broker.release(self.queue_name, message.options["redis_message_id"])
                 self.broker.do_requeue(self.queue_name, message.options["redis_message_id"])
                 self.broker.wake(self.queue_name)
             except redis.ConnectionError as error:
@@ -419,6 +498,7 @@ class _CallboardRedisConsumer(_RedisConsumer):
         """Move fetched message ``redis_id`` to the dead-letter queue, stored as ``body``."""
         broker, namespace, queue = self.broker, self.broker.namespace, self.queue_name
         canonical = queue.removesuffix(".DQ")
+        broker.release(queue, redis_id)
         try:
             broker._dead_nack(
                 keys=[
@@ -463,7 +543,12 @@ class _CallboardRedisConsumer(_RedisConsumer):
                     # The id it was fetched by is the one to ack, whatever the body claims.
                     message.options["redis_message_id"] = redis_id
                     self.queued_message_ids.add(message.message_id)
+                    self.broker.hold(self.queue_name, redis_id)
                     return MessageProxy(message)
+
+                if not self._reclaimed:
+                    self.broker.reclaim(self.queue_name, self._delayed_ids())
+                    self._reclaimed = True
 
                 # Clear before looking: an ack or wake-up from now on makes the wait return.
                 self._nudge.clear()
@@ -481,6 +566,13 @@ class _CallboardRedisConsumer(_RedisConsumer):
                     return None
         except redis.ConnectionError as error:
             raise ConnectionClosed(error) from None
+
+    def _delayed_ids(self) -> set[str] | None:
+        """For a delay queue, the ids its consumer thread (the current one) still holds."""
+        delay_queue = getattr(threading.current_thread(), "delay_queue", None)
+        if not self.queue_name.endswith(".DQ") or delay_queue is None:
+            return None
+        return {item.message.options["redis_message_id"] for item in list(delay_queue.queue)}
 
     def _wait_seconds(self) -> float:
         return SHUTDOWN_POLL if self.broker.stopping.is_set() else self.timeout / 1000

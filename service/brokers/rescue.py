@@ -29,6 +29,13 @@ has declared (a plain-Dramatiq worker in the same namespace on a queue of its ow
 Rescued messages count in ``callboard_rescued_total{queue}`` (delayed ones under their queue)
 and are logged as ``worker.rescued`` with the dead broker's id, the queue and the count.
 
+After an outage every heartbeat is stale, the live workers' too: a pass then would requeue what
+live workers are running. So :func:`rescue` does nothing while Redis has been up for less than
+the timeout (a restart), and a :class:`Rescuer` does nothing until the timeout has passed since
+its process last failed to reach Redis (a network cut): by then every live worker has beaten
+again. Dramatiq's own random maintenance, which has no such guard, is off
+(``maintenance_chance=0`` in :class:`service.brokers.redis.CallboardRedisBroker`).
+
 RabbitMQ needs none of this: it redelivers a consumer's unacked messages as soon as its
 connection drops, so :func:`rescue` and :func:`beat` do nothing there.
 
@@ -123,17 +130,25 @@ def beat(broker: Broker) -> None:
     pipe.execute()
 
 
-def rescue(broker: Broker, timeout_s: float) -> dict[str, int]:
+def rescue(broker: Broker, timeout_s: float, *, min_uptime: float | None = None) -> dict[str, int]:
     """Requeue the unacked messages of every broker whose heartbeat is older than ``timeout_s``;
     returns how many went back per queue (``<queue>.DQ`` for delayed ones). ``{}`` on RabbitMQ.
 
     Each dead broker is handled atomically (one script call per :data:`BATCH` of them); calling
-    it again, or from many processes at once, requeues nothing twice. Raises the client's error.
+    it again, or from many processes at once, requeues nothing twice. Does nothing while Redis
+    has been up for less than ``min_uptime`` seconds (default ``timeout_s``). Raises the
+    client's error.
     """
     if not isinstance(broker, RedisBroker):
         return {}
     client = broker.client
-    canonical = _canonical_queues(broker) | {_text(name) for name in client.smembers(_registry(broker))}
+    pipe = client.pipeline(transaction=False)
+    pipe.info("server")
+    pipe.smembers(_registry(broker))
+    server, registered = pipe.execute()
+    if int(server.get("uptime_in_seconds", 0)) < (timeout_s if min_uptime is None else min_uptime):
+        return {}  # restarted: live workers may not have beaten since
+    canonical = _canonical_queues(broker) | {_text(name) for name in registered}
     queues = [name for queue in sorted(canonical) for name in (queue, f"{queue}.DQ")]
     script = client.register_script(RESCUE_SCRIPT)
     cutoff = current_millis() - int(timeout_s * 1000)
@@ -187,6 +202,7 @@ class Rescuer:
         self._active = active
         self._stop = threading.Event()
         self._logged = -math.inf
+        self._trusted_from = 0.0  # monotonic time from which a pass may act (see distrust)
         self._thread = threading.Thread(target=self._loop, name="callboard-rescuer", daemon=True)
 
     def start(self) -> Rescuer:
@@ -212,11 +228,20 @@ class Rescuer:
                 pause = min(pause, max(due - time.monotonic(), 0.05))
             self._stop.wait(pause)
 
+    def distrust(self) -> None:
+        """This process just failed to reach Redis: act on no heartbeat until the timeout has
+        passed, so every live worker has beaten again since."""
+        self._trusted_from = time.monotonic() + self.timeout_s
+
     def run_once(self) -> dict[str, int]:
-        """One pass; errors are logged, not raised. Returns what was rescued."""
+        """One pass; errors are logged, not raised. Returns what was rescued (``{}`` while
+        distrusting, see :meth:`distrust`)."""
+        if time.monotonic() < self._trusted_from:
+            return {}
         try:
             return rescue(self.broker, self.timeout_s)
         except Exception as error:  # the broker is down or slow: the next pass tries again
+            self.distrust()
             if time.monotonic() - self._logged >= LOG_EVERY:
                 self._logged = time.monotonic()
                 log_event(

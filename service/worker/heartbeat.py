@@ -143,6 +143,7 @@ class Heartbeat:
         try:
             rescue.beat(self._broker)
         except (redis.RedisError, OSError) as error:
+            self._rescuer.distrust()
             if time.monotonic() - self._last_alive_error > 60:
                 self._last_alive_error = time.monotonic()
                 log_event(

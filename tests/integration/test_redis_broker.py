@@ -75,3 +75,29 @@ def test_hand_back_returns_fetched_messages_to_their_queue(broker: CallboardRedi
     assert all(fetched) and broker.client.llen("dramatiq:q") == 0
     assert broker.hand_back_unacked() == 3
     assert broker.client.llen("dramatiq:q") == 3
+
+
+def test_a_new_consumer_reclaims_what_a_lost_fetch_reply_left_in_flight(broker: CallboardRedisBroker) -> None:
+    # Given three messages fetched by this process whose reply never arrived (the connection
+    # broke after Redis ran the fetch), and one handed to a thread that still runs it
+    broker.enqueue_many([message(n) for n in range(4)])
+    first = broker.consume("q", prefetch=1, timeout=100)
+    running = next(first)
+    assert running is not None
+    lost = broker.ack_and_fetch("q", [], 3)  # Redis moved them to the ack set; nobody has them
+    assert len(lost) == 3 and broker.client.llen("dramatiq:q") == 0
+
+    # When the consumer thread starts a new consumer (as Dramatiq does after a connection error)
+    second = broker.consume("q", prefetch=4, timeout=100)
+    fetched = [next(second) for _ in range(3)]
+
+    # Then the three come back and run, and the running one is not put back beside its thread
+    assert sorted(m.args[0] for m in fetched if m is not None) == [1, 2, 3]
+    acks = f"dramatiq:__acks__.{broker.broker_id}.q"
+    assert broker.client.sismember(acks, running.options["redis_message_id"])
+    assert broker.client.llen("dramatiq:q") == 0
+    # And a message acked but not yet flushed is not reclaimed either
+    first.ack(running)
+    third = broker.consume("q", prefetch=4, timeout=100)
+    assert next(third) is None
+    assert broker.client.llen("dramatiq:q") == 0

@@ -74,7 +74,7 @@ def test_a_dead_workers_messages_go_back_and_live_workers_are_untouched(
     caplog.set_level(logging.INFO, logger="service.brokers.rescue")
 
     # When the rescuer runs with a 30 s timeout
-    found = rescue(broker, 30)
+    found = rescue(broker, 30, min_uptime=0)
 
     # Then every stored message of the dead worker is back on its queue, delayed ones included
     assert found == {"rq": 2, "rq.DQ": 1, "other": 1}
@@ -107,7 +107,7 @@ def test_a_dead_workers_messages_go_back_and_live_workers_are_untouched(
     wakeups.close()
 
     # And a second pass finds nothing left to do
-    assert rescue(broker, 30) == {}
+    assert rescue(broker, 30, min_uptime=0) == {}
     assert redis_client.llen(f"{NS}:rq") == 2
 
 
@@ -121,7 +121,7 @@ def test_many_dead_workers_are_handled_in_batches(
     for worker in workers:
         _store(redis_client, "rq", worker, [f"m-{worker}"])
     # When the rescuer runs once
-    found = rescue(broker, 30)
+    found = rescue(broker, 30, min_uptime=0)
     # Then every message is back and no dead worker is left
     assert found == {"rq": 120}
     assert redis_client.llen(f"{NS}:rq") == 120
@@ -137,7 +137,7 @@ def test_beat_keeps_a_worker_alive_and_registers_its_queues(
     # When its heartbeat thread beats
     beat(broker)
     # Then the rescuer leaves it alone, and its queues are in the registry
-    assert rescue(broker, 30) == {}
+    assert rescue(broker, 30, min_uptime=0) == {}
     assert redis_client.sismember(_acks(broker.broker_id, "rq"), "x")
     assert _strings(redis_client.smembers(f"{NS}:callboard.queues")) == {"rq"}
 
@@ -146,8 +146,10 @@ def test_the_rescuer_thread_runs_at_start(broker: CallboardRedisBroker, redis_cl
     # Given a dead worker's message
     redis_client.zadd(HEARTBEATS, {"dead": int(time.time() * 1000) - 60_000})
     _store(redis_client, "rq", "dead", ["a"])
+    # (on a Redis up for longer than the timeout: an embedded one may have just started)
+    wait_until(lambda: redis_client.info("server")["uptime_in_seconds"] >= 1, timeout=5, message="uptime")
     # When a rescuer starts (with a long period)
-    rescuer = Rescuer(broker, 30, every=3600).start()
+    rescuer = Rescuer(broker, 1, every=3600).start()
     try:
         # Then its first pass requeues the message at once
         wait_until(lambda: redis_client.llen(f"{NS}:rq") == 1, timeout=10, message="the first pass")
@@ -155,10 +157,26 @@ def test_the_rescuer_thread_runs_at_start(broker: CallboardRedisBroker, redis_cl
         rescuer.stop()
 
 
+def test_a_rescuer_that_just_lost_redis_waits_a_timeout_before_acting(
+    broker: CallboardRedisBroker, redis_client: redis.Redis
+) -> None:
+    # Given a worker silent for 60 s, and a Redis up for longer than the timeout
+    redis_client.zadd(HEARTBEATS, {"dead": int(time.time() * 1000) - 60_000})
+    _store(redis_client, "rq", "dead", ["a"])
+    wait_until(lambda: redis_client.info("server")["uptime_in_seconds"] >= 1, timeout=5, message="uptime")
+    rescuer = Rescuer(broker, 1, every=3600)
+    # When this process has just failed to reach Redis (an outage: every heartbeat is stale)
+    rescuer.distrust()
+    # Then a pass acts on no heartbeat until a timeout has passed, and then it does
+    assert rescuer.run_once() == {}
+    assert redis_client.llen(f"{NS}:rq") == 0
+    wait_until(lambda: rescuer.run_once() == {"rq": 1}, timeout=5, message="the pass after the timeout")
+
+
 def test_rabbitmq_and_other_brokers_need_no_rescue() -> None:
     # RabbitMQ redelivers unacked messages when the connection drops: nothing to do there.
     broker = StubBroker(middleware=[])
-    assert rescue(broker, 30) == {}
+    assert rescue(broker, 30, min_uptime=0) == {}
     beat(broker)  # no error, nothing sent
     Rescuer(broker, 30).start().stop()
 
