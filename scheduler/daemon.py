@@ -3,8 +3,10 @@
 * Every replica runs the same APScheduler ``BackgroundScheduler`` (memory job store: nothing is
   pickled, a renamed actor is a validation error, never a silently deleted job). Only the
   replica holding the lease sends; the others keep their timers warm to take over at once.
-* A slot is sent at most once: :func:`scheduler.state.record_fire` claims ``(entry, slot)``
-  under a unique key before the message is sent.
+* A slot is claimed once: :func:`scheduler.state.record_fire` claims ``(entry, slot)`` under a
+  unique key before the message is sent. A send that fails is retried by the leader until the
+  slot's ``expires`` (:mod:`scheduler.resends`), and a new leader resends claimed slots that have
+  no message id (the old one died in between): at-least-once, never silently dropped.
 * Catch-up: each pass looks at the slots due since the entry's last handled slot, no older than
   its ``catchup_window``. Slots due within :data:`GRACE` are on time and sent; missed ones follow
   the entry's ``catchup`` policy: ``skip`` none, ``latest`` the newest one, ``all`` each. The same
@@ -16,8 +18,9 @@
 Instrumenting (in-process prometheus_client values; ``docs/how-to/schedule.md``, Metrics):
 
 * ``callboard_scheduler_fires_total{entry,outcome}``: one per slot handled by this replica, by
-  outcome: ``sent``, ``caught_up``, ``send_failed``, ``skipped_overlap`` (in :meth:`_send`, only
-  for the replica that claimed the slot) and ``missed`` (in :meth:`_fire_due`: each missed slot
+  outcome: ``sent``, ``caught_up``, ``skipped_overlap`` (in :meth:`_send` and :meth:`resend_due`,
+  only for the replica that claimed the slot), ``send_failed`` (a slot given up at its deadline
+  after failed sends) and ``missed`` (in :meth:`_fire_due`: each missed slot
   within the catch-up window that the policy did not send). Paused slots are not counted.
 * ``callboard_scheduler_lateness_seconds{entry}``: send time minus slot time of each slot sent
   successfully, caught-up ones included (so a takeover's gap shows in the high buckets).
@@ -66,6 +69,7 @@ from dramatiq import Broker
 from config.policies import DEFAULT_POLICY
 from config.settings import Settings
 from scheduler import state
+from scheduler.resends import Resends, Unsent
 from scheduler.schedule import Entry, Schedule, ScheduleError, load_schedule
 from scheduler.trigger import Trigger
 from service import runs
@@ -143,6 +147,7 @@ class SchedulerDaemon:
         self._heartbeats = heartbeats.Publisher(state_client(broker, settings), "schedulers")
         self._gauges = broker_gauges.Refresher(broker, settings, self._is_leader)
         self._rescuer = Rescuer(broker, settings.heartbeat_timeout, active=self._is_leader)
+        self._resends = Resends()  # claimed slots whose send failed (main loop only)
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._wake = threading.Event()  # ends the main loop's wait: stop or SIGHUP
@@ -177,6 +182,7 @@ class SchedulerDaemon:
         renew_every = max(self.settings.scheduler_lease / 3, 0.2)
         while not self._stop.is_set():
             self._keep_lease()
+            self.resend_due()
             if self._reload.is_set() or self._file_changed():
                 self._reload.clear()
                 self.reload()
@@ -297,9 +303,11 @@ class SchedulerDaemon:
         self._tick()
         if token is not None and not was_leader:
             log_event(logger, logging.INFO, "scheduler.leader", holder=self.holder, token=token)
+            self._load_unsent()
             if catch_up:
                 self.catch_up()
         elif token is None and was_leader:
+            self._resends.clear()  # the next leader loads them from the history
             broker_gauges.clear()  # at once: the new leader may export them already
             log_event(logger, logging.WARNING, "scheduler.lost_lease", holder=self.holder)
 
@@ -402,25 +410,74 @@ class SchedulerDaemon:
             return
         if not state.record_fire(entry.name, slot, outcome, token):
             return  # another replica handled this slot
-        message_id = send_entry(entry, slot, self.settings, broker=self.broker)
+        message_id = send_entry(entry, slot, self.settings, broker=self.broker, send_timeout=0)
+        if message_id is None:
+            state.set_fire_result(entry.name, slot, "send_failed", None)
+            # The main loop tries again (resend_due) until the slot's deadline.
+            self._resends.add(Unsent(entry.name, slot, deadline=slot + timedelta(seconds=expiry(entry))))
+            return
+        self._sent(entry, slot, outcome, message_id)
+
+    def _sent(self, entry: Entry, slot: datetime, outcome: str, message_id: str) -> None:
         now = datetime.now(UTC)
-        self._count_fire(entry, slot, outcome if message_id else "send_failed", now)
-        state.set_fire_result(entry.name, slot, outcome if message_id else "send_failed", message_id)
+        self._count_fire(entry, slot, outcome, now)
+        state.set_fire_result(entry.name, slot, outcome, message_id)
         log_event(
             logger,
             logging.INFO,
             "schedule.fired",
             entry=entry.name,
             slot=slot.isoformat(),
-            outcome=outcome if message_id else "send_failed",
+            outcome=outcome,
             message_id=message_id,
             lateness_ms=round((now - slot).total_seconds() * 1000, 1),
         )
 
+    def _load_unsent(self) -> None:
+        """On taking the lead: claimed slots without a message id, within their deadline, wait
+        for a send (see :mod:`scheduler.resends`)."""
+        now = datetime.now(UTC)
+        longest = max((expiry(e) for e in self.schedule.entries.values()), default=0.0)
+        try:
+            unsent = state.unsent_fires(now - timedelta(seconds=longest))
+        except Exception as error:  # the database: the next takeover tries again
+            log_event(logger, logging.ERROR, "schedule.fire_failed", error=f"{type(error).__name__}: {error}")
+            return
+        for name, slot in unsent:
+            entry = self.schedule.entries.get(name)
+            if entry is not None and slot + timedelta(seconds=expiry(entry)) > now:
+                deadline = slot + timedelta(seconds=expiry(entry))
+                self._resends.add(Unsent(name, slot, deadline=deadline), at_once=True)
+
+    def resend_due(self) -> None:
+        """Try again the claimed slots whose send failed and whose pause is over; give up a slot
+        past its deadline (``schedule.send_abandoned``, counted as ``send_failed``)."""
+        for unsent in self._resends.due():
+            if not self._is_leader():
+                return
+            entry = self.schedule.entries.get(unsent.entry)
+            now = datetime.now(UTC)
+            if entry is None or now > unsent.deadline:
+                self._resends.done(unsent)
+                FIRES.labels(entry=unsent.entry, outcome="send_failed").inc()
+                log_event(
+                    logger,
+                    logging.ERROR,
+                    "schedule.send_abandoned",
+                    entry=unsent.entry,
+                    slot=unsent.slot.isoformat(),
+                    attempts=unsent.attempts + 1,
+                )
+                continue
+            message_id = send_entry(entry, unsent.slot, self.settings, broker=self.broker, send_timeout=0)
+            if message_id is None:
+                self._resends.failed(unsent)
+                continue
+            self._resends.done(unsent)
+            self._sent(entry, unsent.slot, "sent" if now - unsent.slot <= GRACE else "caught_up", message_id)
+
     def _count_fire(self, entry: Entry, slot: datetime, outcome: str, sent_at: datetime) -> None:
         FIRES.labels(entry=entry.name, outcome=outcome).inc()
-        if outcome == "send_failed":
-            return
         LATENESS.labels(entry=entry.name).observe(max((sent_at - slot).total_seconds(), 0.0))
         LAST_FIRE.labels(entry=entry.name).set(sent_at.timestamp())
         following = entry.trigger.next_fire(slot)
@@ -438,12 +495,25 @@ def run_ttl(entry: Entry, broker: Broker, expires: float) -> float:
     return expires + hard * (retries + 1) + backoff * retries
 
 
+def expiry(entry: Entry) -> float:
+    """Seconds a slot's message stays valid: the entry's ``expires``, by default until the next
+    fire (at least a second). A slot whose send fails is retried for as long."""
+    return entry.expires if entry.expires is not None else max(entry.trigger.interval_hint, 1.0)
+
+
 def send_entry(
-    entry: Entry, slot: datetime, settings: Settings, *, broker: Broker, manual: bool = False
+    entry: Entry,
+    slot: datetime,
+    settings: Settings,
+    *,
+    broker: Broker,
+    manual: bool = False,
+    send_timeout: float | None = None,
 ) -> str | None:
     """Send one message for ``slot`` of ``entry``; returns its id, or ``None`` if the broker
-    refused it (logged). An ``overlap = "skip"`` entry's run is marked before it is sent."""
-    expires = entry.expires if entry.expires is not None else max(entry.trigger.interval_hint, 1.0)
+    refused it (logged). An ``overlap = "skip"`` entry's run is marked before it is sent.
+    ``send_timeout``: how long to retry an unreachable broker (default ``CALLBOARD_SEND_TIMEOUT``)."""
+    expires = expiry(entry)
     slot_iso = slot.isoformat()
     run_id = f"{entry.name}:{slot_iso}" + (":manual" if manual else "")
     options: dict[str, Any] = {
@@ -465,6 +535,7 @@ def send_entry(
             queue=entry.queue,
             delay=delay,
             request_id=f"schedule-{uuid.uuid4().hex}",
+            send_timeout=send_timeout,
             **options,
         )
     except CallboardError as error:

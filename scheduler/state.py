@@ -142,6 +142,22 @@ def record_fire(
     return True
 
 
+def unsent_fires(since: datetime) -> list[tuple[str, datetime]]:
+    """(entry, slot) of the slots since ``since`` that were claimed for sending but have no
+    message id: their send failed, or their leader died before it sent or recorded it."""
+    query = (
+        select(Fire.entry, Fire.slot)
+        .where(
+            Fire.slot >= since,
+            Fire.message_id.is_(None),
+            Fire.outcome.in_(("sent", "caught_up", "send_failed")),
+        )
+        .order_by(Fire.slot)
+    )
+    with session() as db:
+        return [(entry, slot) for entry, slot in db.execute(query)]
+
+
 def set_fire_result(entry: str, slot: datetime, outcome: str, message_id: str | None) -> None:
     """Record the message id (or the failure) of a claimed slot."""
     with session() as db:

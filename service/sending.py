@@ -128,6 +128,7 @@ def send(
     queue: str | None = None,
     delay: float | None = None,
     request_id: str | None = None,
+    send_timeout: float | None = None,
     **options: Any,
 ) -> str:
     """Enqueue one message for ``actor_name``; returns its message id once the broker has it.
@@ -135,10 +136,18 @@ def send(
     ``delay`` is in seconds. Raises :class:`UnknownActorError`, :class:`BadArgumentsError`,
     :class:`BadInputError` (too large, a bad option, or a queue the actor may not use; see
     :func:`build_message`), or :class:`BrokerUnavailableError` (the message was not stored: the
-    broker stayed unreachable for ``CALLBOARD_SEND_TIMEOUT`` seconds of retries).
+    broker stayed unreachable for ``send_timeout`` seconds of retries, by default
+    ``CALLBOARD_SEND_TIMEOUT``; 0 fails at the first error).
     """
     return send_many(
-        actor_name, [args], [kwargs or {}], queue=queue, delay=delay, request_id=request_id, **options
+        actor_name,
+        [args],
+        [kwargs or {}],
+        queue=queue,
+        delay=delay,
+        request_id=request_id,
+        send_timeout=send_timeout,
+        **options,
     )[0]
 
 
@@ -151,13 +160,15 @@ def send_many(
     delay: float | None = None,
     request_id: str | None = None,
     batch_size: int = BATCH_SIZE,
+    send_timeout: float | None = None,
     **options: Any,
 ) -> list[str]:
     """Enqueue one message per item of ``args_list`` (with the matching ``kwargs_list`` item) in
     pipelined batches of ``batch_size``; returns the message ids in order.
 
     Every message is validated before the first batch is sent. On Redis each batch is one round
-    trip; on RabbitMQ messages are published one by one with confirms.
+    trip; on RabbitMQ messages are published one by one with confirms. An unreachable broker is
+    retried for ``send_timeout`` seconds (default ``CALLBOARD_SEND_TIMEOUT``) per batch.
     """
     actor = find_actor(actor_name)
     args_items = list(args_list)
@@ -174,22 +185,29 @@ def send_many(
     delay_ms = None if delay is None else int(delay * 1000)
     ids: list[str] = []
     for start in range(0, len(messages), batch_size):
-        sent = _enqueue_batch(broker, messages[start : start + batch_size], delay_ms, len(ids), len(messages))
+        batch = messages[start : start + batch_size]
+        sent = _enqueue_batch(broker, batch, delay_ms, (len(ids), len(messages)), send_timeout)
         ids.extend(message.message_id for message in sent)
     return ids
 
 
 def _enqueue_batch(
-    broker: Broker, batch: list[Message], delay_ms: int | None, done: int, total: int
+    broker: Broker,
+    batch: list[Message],
+    delay_ms: int | None,
+    progress: tuple[int, int],
+    send_timeout: float | None,
 ) -> list[Message]:
-    """Enqueue ``batch``, retrying an unreachable broker for up to ``CALLBOARD_SEND_TIMEOUT``
-    seconds; raises :class:`BrokerUnavailableError` when that runs out (the batch was not stored).
+    """Enqueue ``batch``, retrying an unreachable broker for up to ``send_timeout`` seconds
+    (default ``CALLBOARD_SEND_TIMEOUT``); ``progress``: messages sent before it, and in all. Raises :class:`BrokerUnavailableError` when that runs out (the batch was not stored).
 
     A retry after a connection that failed mid-reply may store a message twice (at-least-once;
     an idempotency key collapses the copies); it never reports a message stored that was not.
     """
     enqueue_many = getattr(broker, "enqueue_many", None)
-    deadline = time.monotonic() + get_settings().send_timeout
+    done, total = progress
+    timeout = get_settings().send_timeout if send_timeout is None else send_timeout
+    deadline = time.monotonic() + timeout
     pause = RETRY_PAUSE[0]
     while True:
         try:

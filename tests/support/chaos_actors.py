@@ -24,3 +24,12 @@ def tc_complete(key: str, seconds: float = 0.0) -> None:
     while time.monotonic() < deadline:
         time.sleep(min(0.05, max(deadline - time.monotonic(), 0)))
     complete(key)
+
+
+@actor(queue_name=QUEUE, **PATIENT)
+def tc_slot(entry: str) -> None:
+    """Count the completion of one scheduled slot of ``entry`` (key ``<entry>@<scheduled_at>``)."""
+    from service.logs import message_context
+
+    message = (message_context() or {})["message"]
+    complete(f"{entry}@{message.options['scheduled_at']}")
