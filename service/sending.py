@@ -199,7 +199,8 @@ def _enqueue_batch(
     send_timeout: float | None,
 ) -> list[Message]:
     """Enqueue ``batch``, retrying an unreachable broker for up to ``send_timeout`` seconds
-    (default ``CALLBOARD_SEND_TIMEOUT``); ``progress``: messages sent before it, and in all. Raises :class:`BrokerUnavailableError` when that runs out (the batch was not stored).
+    (default ``CALLBOARD_SEND_TIMEOUT``); ``progress``: messages sent before it, and in all.
+    Raises :class:`BrokerUnavailableError` when that runs out (the batch was not stored).
 
     A retry after a connection that failed mid-reply may store a message twice (at-least-once;
     an idempotency key collapses the copies); it never reports a message stored that was not.
