@@ -16,7 +16,7 @@ from typing import Any
 
 from config.policies import DEFAULT_POLICY, POLICIES
 from config.queues import QUEUES
-from config.settings import ENV_PREFIX, Settings
+from config.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 from tests.conftest import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,6 +55,16 @@ def run(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str
 def setting_variables() -> set[str]:
     """Every environment variable the settings model reads (``CALLBOARD_<FIELD>``)."""
     return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+
+
+def settings_from(variables: dict[str, str]) -> Settings:
+    """Load the settings model from ``variables`` (``CALLBOARD_*`` names) as a process would;
+    a bad value fails the test with the model's one-line error."""
+    fields = {name[len(ENV_PREFIX) :].lower(): value for name, value in variables.items()}
+    try:
+        return load_settings(**fields)
+    except SettingsError as error:
+        raise AssertionError(str(error)) from None
 
 
 def hard_limit(queue: str) -> float:

@@ -16,6 +16,7 @@ from tests.deploy.manifests import (
     catalogue,
     compose_pools,
     setting_variables,
+    settings_from,
     worker_pools,
 )
 
@@ -72,6 +73,7 @@ def test_callboard_commands_parse_and_variables_are_settings(compose: Compose) -
         variables = {key for key in service["environment"] if key.startswith("CALLBOARD_")}
         assert variables == set(service["environment"]), name
         assert variables - known == set(), name
+        settings_from(service["environment"])  # every value valid, too
         assert service["read_only"] is True and service["tmpfs"] == ["/tmp"], name
         assert service["cap_drop"] == ["ALL"], name
 

@@ -28,6 +28,7 @@ from tests.deploy.manifests import (
     pod_specs,
     run,
     setting_variables,
+    settings_from,
     tool,
     worker_pools,
 )
@@ -274,6 +275,32 @@ def test_every_callboard_variable_exists_in_the_settings_model(rendered: Rendere
                 names |= set(config_map["data"])
             assert names, workload["metadata"]["name"]
             assert names - known == set(), f"{overlay} {workload['metadata']['name']}: not settings"
+
+
+def test_every_value_loads_into_the_settings_model(rendered: Rendered) -> None:
+    # Literal values and the ConfigMap, plus the dev Secret's values: a bad duration, port or
+    # scheme fails here, not at the pod's start.
+    import base64
+
+    for items in rendered.values():
+        secrets = {s["metadata"]["name"]: s.get("data", {}) for s in objects(items, "Secret")}
+        for _, _, container in callboard_containers(items):
+            variables: dict[str, str] = {}
+            for source in container.get("envFrom", []):
+                (config_map,) = [
+                    c
+                    for c in objects(items, "ConfigMap")
+                    if c["metadata"]["name"] == source["configMapRef"]["name"]
+                ]
+                variables.update(config_map["data"])
+            for item in container.get("env", []):
+                ref = item.get("valueFrom", {}).get("secretKeyRef")
+                if ref is None:
+                    variables[item["name"]] = item["value"]
+                elif ref["key"] in secrets.get(ref["name"], {}):
+                    variables[item["name"]] = base64.b64decode(secrets[ref["name"]][ref["key"]]).decode()
+            settings = settings_from(variables)
+            assert settings.metrics_port == metrics_port_default() or not container.get("ports")
 
 
 def test_secrets_come_from_the_callboard_secret(rendered: Rendered) -> None:
