@@ -47,12 +47,16 @@ RUN groupadd --system --gid 10001 callboard \
 
 COPY --from=builder /opt/venv /opt/venv
 
-# Embedded Redis and SQLite (when no broker or database URL is set) keep their data under
-# CALLBOARD_DATA_DIR: /tmp is writable by the non-root user (mount an emptyDir there when the
-# root filesystem is read-only).
+# Everything Callboard writes goes under /tmp, so the root filesystem can be read-only: the
+# prometheus_client multiprocess files of the worker processes (CALLBOARD_METRICS_DIR, wiped at
+# start) and the embedded Redis and SQLite of `callboard dev` (CALLBOARD_DATA_DIR). /tmp is a
+# volume: `docker run --read-only` gets a writable one; Kubernetes mounts an emptyDir there.
 ENV CALLBOARD_DATA_DIR=/tmp/callboard \
+    CALLBOARD_METRICS_DIR=/tmp/metrics \
     PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH
+VOLUME ["/tmp"]
 
 WORKDIR /app
 USER 10001
