@@ -155,3 +155,16 @@ ENTRY_INTERVAL = Gauge(
 LEADER = Gauge("callboard_scheduler_leader", "1 while this replica holds the scheduler lease.")
 RELOADS = Counter("callboard_scheduler_reloads", "Schedule reloads, by outcome (ok, failed).", ["outcome"])
 TICK = Gauge("callboard_scheduler_tick_timestamp_seconds", "Unix time of the daemon's last main-loop pass.")
+
+# -- ops: alerts and the periodic health check -------------------------------------------------
+
+ALERTS = Counter(
+    "callboard_alerts",
+    "Alerts handled by send_alert, by level and outcome (sent, suppressed as a repeat).",
+    ["level", "outcome"],
+)
+HEALTH_CHECKS = Counter(
+    "callboard_health_checks",
+    "Runs of periodic_health_check, by outcome (ok, degraded, critical).",
+    ["outcome"],
+)
