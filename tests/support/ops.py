@@ -1,8 +1,8 @@
 """This test process as a producer and operator for the ops actors (alerts, health, cleanup).
 
 :func:`ops_producer` sets the ``CALLBOARD_*`` environment (broker and state on the run's Redis,
-the test's database, three alert channels), installs a broker, and declares on it the alert and
-monitoring actors and the channel stand-ins, so ``service.send`` reaches them by name.
+the test's database, the alert channels), installs a broker, and declares on it the alert,
+monitoring and maintenance actors and the channel stand-ins (``service.send`` finds them by name).
 """
 
 from __future__ import annotations
@@ -43,11 +43,17 @@ def ops_producer(
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()
     with producing_on(redis_url, redis_url, data_dir, monkeypatch) as broker:
+        import actors.maintenance
         import actors.monitoring
         import actors.notifications.alerts
         import tests.support.channel_standins
 
-        for module in (actors.notifications.alerts, actors.monitoring, tests.support.channel_standins):
+        for module in (
+            actors.notifications.alerts,
+            actors.monitoring,
+            actors.maintenance,
+            tests.support.channel_standins,
+        ):
             adopt_actors(module, broker)
         yield broker
 
