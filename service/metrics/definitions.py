@@ -1,6 +1,6 @@
 """Every metric Callboard exports, in one place (``docs/reference/metrics.md`` is its twin).
 
-Labels are ``queue``, ``actor``, ``entry``, ``outcome``, ``reason``, ``kind`` only: never a
+Labels are ``queue``, ``actor``, ``entry``, ``outcome``, ``reason``, ``kind``, ``level`` only: never a
 message id, an address or user data, so the number of series is bounded by the code's own
 names. Worker processes write through prometheus_client's multiprocess mode (see
 :mod:`service.metrics.multiprocess`); gauges there use ``live*`` modes so a dead process's values
