@@ -12,7 +12,7 @@ from service.health.checks import run_checks
 from service.logs import log_event
 from service.metrics.definitions import HEALTH_CHECKS
 from service.runtime import get_broker
-from service.state import state_client
+from service.state import state_client_or_none
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +30,7 @@ def periodic_health_check() -> dict[str, Any]:
     """
     settings, broker = get_settings(), get_broker()
     checks = run_checks(settings, broker)
-    try:
-        client = state_client(broker, settings)
-    except Exception:  # a bad state Redis URL: growth is reported unknown
-        client = None
-    checks.append(monitor.growth_check(client, checks))
+    checks.append(monitor.growth_check(state_client_or_none(broker, settings), checks))
     result = monitor.report(checks)
     HEALTH_CHECKS.labels(result["status"]).inc()
     log_event(logger, _LOG_LEVEL[result["status"]], "health.checked", **result)

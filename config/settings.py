@@ -223,7 +223,7 @@ class Settings(BaseSettings):
     @field_validator("alert_dedupe_window", "cleanup_temp_max_age", mode="before")
     @classmethod
     def _ops_durations(cls, value: object) -> object:
-        return parse_duration(value) if isinstance(value, str) else value
+        return cls._durations(value)  # in this block, not in _durations' list: merges stay easy
 
     @field_validator("alert_emails", "alert_webhooks", "cleanup_roots", mode="before")
     @classmethod

@@ -17,7 +17,7 @@ from service.logs import log_event
 from service.metrics.definitions import ALERTS
 from service.runtime import get_broker
 from service.sending import send
-from service.state import state_client
+from service.state import state_client_or_none
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +37,20 @@ def raise_alert(
     level = channels.check_level(level)
     title, details = channels.redacted(str(title), details, settings)
     key = dedupe.dedupe_key(level, title, dedupe_key)
-    client = _state(settings)
+    client = state_client_or_none(get_broker(), settings)
     claimed = dedupe.claim(client, key, settings.alert_dedupe_window)
     result: dict[str, Any] = {"level": level, "dedupe": claimed, "dedupe_id": dedupe.key_id(key)[:12]}
     if claimed == "repeat":
         ALERTS.labels(level, "suppressed").inc()
         log_event(
-            logger, logging.INFO, "alert.suppressed", alert_level=level, title=title,
-            dedupe_id=result["dedupe_id"], window_s=settings.alert_dedupe_window,
-        )  # fmt: skip
+            logger,
+            logging.INFO,
+            "alert.suppressed",
+            alert_level=level,
+            title=title,
+            dedupe_id=result["dedupe_id"],
+            window_s=settings.alert_dedupe_window,
+        )
         return {"outcome": "suppressed", **result}
     messages = channels.channel_messages(level, title, details, key, settings)
     sent: dict[str, list[str]] = {}
@@ -57,15 +62,13 @@ def raise_alert(
         raise
     ALERTS.labels(level, "sent").inc()
     log_event(
-        logger, logging.WARNING if claimed == "unavailable" else logging.INFO, "alert.sent",
-        alert_level=level, title=title, dedupe_id=result["dedupe_id"], dedupe=claimed,
+        logger,
+        logging.WARNING if claimed == "unavailable" else logging.INFO,
+        "alert.sent",
+        alert_level=level,
+        title=title,
+        dedupe_id=result["dedupe_id"],
+        dedupe=claimed,
         channels={channel: len(ids) for channel, ids in sent.items()},
-    )  # fmt: skip
+    )
     return {"outcome": "sent", **result, "messages": sent}
-
-
-def _state(settings: Settings) -> Any:
-    try:
-        return state_client(get_broker(), settings)
-    except Exception:  # a bad or unreachable state Redis: dedupe fails open
-        return None

@@ -126,3 +126,28 @@ def test_a_bad_level_is_refused_and_not_retried(redis_client: redis.Redis) -> No
     assert AlertLevelError in send_alert.options["throws"]
     assert channel_counts(redis_client) == (0, 0)
     assert redis_client.keys("callboard:alerts:dedupe:*") == []
+
+
+@pytest.mark.usefixtures("alerting")
+def test_the_dead_letter_notice_becomes_a_warning_alert_once(redis_client: redis.Redis) -> None:
+    from actors.notifications.alerts import dead_letter_alert
+    from service.sending import check_arguments
+
+    # The keyword arguments the dead-letter store sends to CALLBOARD_DLQ_ALERT_ACTOR fit it
+    notice = {
+        "actor": "charge_card",
+        "queue": "default",
+        "reason": "exhausted",
+        "count": 7,
+        "dead_letter_id": 42,
+    }
+    check_arguments(dead_letter_alert, [], notice)
+    first, again = dead_letter_alert.fn(**notice), dead_letter_alert.fn(**notice)
+    assert (first["outcome"], first["level"], again["outcome"]) == ("sent", "warning", "suppressed")
+    (email,) = queued(redis_client, "email")
+    assert (
+        email.kwargs["subject"]
+        == "[WARNING] 7 message(s) of charge_card dead-lettered on default (exhausted)"
+    )
+    # The next notice (a later dead letter) is an alert of its own
+    assert dead_letter_alert.fn(**{**notice, "dead_letter_id": 43})["outcome"] == "sent"
