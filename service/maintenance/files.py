@@ -72,6 +72,8 @@ def allowed_root(root: str, allowed: list[str]) -> Path:
     resolved = path.resolve()
     for base in allowed:
         if resolved.is_relative_to(Path(base).resolve()):
+            if not resolved.exists():
+                raise CleanupRefusedError(f"cleanup root {root!r} does not exist")
             if not resolved.is_dir():
                 raise CleanupRefusedError(f"cleanup root {root!r} is not a directory")
             return resolved

@@ -88,6 +88,7 @@ def test_symlinks_inside_the_root_are_never_followed_nor_deleted(layout: dict[st
         ("{allowed}/link-out", "is not inside CALLBOARD_CLEANUP_ROOTS"),  # a symlink escaping the root
         ("relative/dir", "must be absolute"),
         ("{allowed}/a.log", "is not a directory"),
+        ("{allowed}/missing", "does not exist"),
         ("/", "is not inside CALLBOARD_CLEANUP_ROOTS"),
     ],
 )
