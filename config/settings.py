@@ -203,6 +203,65 @@ class Settings(BaseSettings):
         """The effective number of worker processes (``worker_processes``, or one per CPU)."""
         return self.worker_processes or os.cpu_count() or 1
 
+    # -- ops: alerts (send_alert), cleanup (cleanup_old_files, cleanup_temp_files) ----------------
+    alert_emails: CommaList = Field(
+        default_factory=list, description="Comma list of addresses that receive alerts (one send_email)."
+    )
+    alert_webhooks: CommaList = Field(
+        default_factory=list, description="Comma list of http(s) URLs that receive alerts as JSON."
+    )
+    alert_slack_webhook: SecretStr | None = Field(
+        default=None,
+        description="Slack-compatible incoming-webhook URL that receives alerts (secret: holds a token).",
+    )
+    alert_dedupe_window: float = Field(
+        default=15 * 60.0,
+        ge=0,
+        description="An alert with the same dedupe key within this window is suppressed; 0 = never.",
+    )
+    cleanup_roots: CommaList = Field(
+        default_factory=list,
+        description="Comma list of absolute directories cleanup_old_files may delete in.",
+    )
+    cleanup_temp_max_age: float = Field(
+        default=86400.0, gt=0, description="cleanup_temp_files deletes temp files older than this."
+    )
+
+    @field_validator("alert_dedupe_window", "cleanup_temp_max_age", mode="before")
+    @classmethod
+    def _ops_durations(cls, value: object) -> object:
+        return cls._durations(value)  # in this block, not in _durations' list: merges stay easy
+
+    @field_validator("alert_emails", "alert_webhooks", "cleanup_roots", mode="before")
+    @classmethod
+    def _ops_split_commas(cls, value: object) -> object:
+        return cls._split_commas(value)
+
+    @field_validator("alert_webhooks")
+    @classmethod
+    def _check_alert_webhooks(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.lower().startswith(("http://", "https://")):
+                raise ValueError("every URL must start with http:// or https://")
+        return value
+
+    @field_validator("alert_slack_webhook")
+    @classmethod
+    def _check_alert_slack_webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None
+        if not value.get_secret_value().lower().startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @field_validator("cleanup_roots")
+    @classmethod
+    def _check_cleanup_roots(cls, value: list[str]) -> list[str]:
+        for root in value:
+            if not os.path.isabs(root):
+                raise ValueError(f"must be absolute directories (got {root!r})")
+        return value
+
 
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]

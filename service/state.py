@@ -28,3 +28,12 @@ def state_client(broker: Broker, settings: Settings) -> redis.Redis | None:
         state: redis.Redis = broker.client
         return state
     return None
+
+
+def state_client_or_none(broker: Broker, settings: Settings) -> redis.Redis | None:
+    """:func:`state_client`, or ``None`` when no client can be built from the settings (a malformed
+    ``CALLBOARD_REDIS_URL``): for features that fail open without shared state."""
+    try:
+        return state_client(broker, settings)
+    except (ValueError, redis.RedisError):
+        return None

@@ -1,6 +1,6 @@
 """Every metric Callboard exports, in one place (``docs/reference/metrics.md`` is its twin).
 
-Labels are ``queue``, ``actor``, ``entry``, ``outcome``, ``reason``, ``kind`` only: never a
+Labels are ``queue``, ``actor``, ``entry``, ``outcome``, ``reason``, ``kind``, ``level`` only: never a
 message id, an address or user data, so the number of series is bounded by the code's own
 names. Worker processes write through prometheus_client's multiprocess mode (see
 :mod:`service.metrics.multiprocess`); gauges there use ``live*`` modes so a dead process's values
@@ -155,3 +155,16 @@ ENTRY_INTERVAL = Gauge(
 LEADER = Gauge("callboard_scheduler_leader", "1 while this replica holds the scheduler lease.")
 RELOADS = Counter("callboard_scheduler_reloads", "Schedule reloads, by outcome (ok, failed).", ["outcome"])
 TICK = Gauge("callboard_scheduler_tick_timestamp_seconds", "Unix time of the daemon's last main-loop pass.")
+
+# -- ops: alerts and the periodic health check -------------------------------------------------
+
+ALERTS = Counter(
+    "callboard_alerts",
+    "Alerts handled by send_alert, by level and outcome (sent, suppressed as a repeat).",
+    ["level", "outcome"],
+)
+HEALTH_CHECKS = Counter(
+    "callboard_health_checks",
+    "Runs of periodic_health_check, by outcome (ok, degraded, critical).",
+    ["outcome"],
+)

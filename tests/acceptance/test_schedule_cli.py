@@ -96,4 +96,4 @@ def test_the_shipped_schedule_validates(tmp_path: Path) -> None:
     env = {"CALLBOARD_DATA_DIR": str(tmp_path / "var")}
     result = run_callboard("schedule", "validate", env=env)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("schedule OK: 1 entry (") and "config/schedule.toml" in result.stdout
+    assert result.stdout.startswith("schedule OK: 3 entries (") and "config/schedule.toml" in result.stdout

@@ -1,0 +1,1 @@
+"""Maintenance work done for the maintenance actors (``actors/maintenance.py``)."""
