@@ -18,7 +18,7 @@ from config.settings import get_settings
 from service.errors import ConfigurationError
 
 #: The actor modules Callboard ships; users add theirs with ``CALLBOARD_ACTOR_MODULES``.
-SHIPPED_ACTOR_MODULES: tuple[str, ...] = ("actors.diagnostics", "actors.maintenance")
+SHIPPED_ACTOR_MODULES: tuple[str, ...] = ("actors.diagnostics", "actors.maintenance", "actors.notifications")
 
 _lock = threading.RLock()
 _broker: Broker | None = None
