@@ -4,7 +4,8 @@ Labels are ``queue``, ``actor``, ``entry``, ``outcome``, ``reason``, ``kind``, `
 breaker's family) and ``state`` only: never a message id, an address or user data, so the number
 of series is bounded by the code's own names. Worker processes write through prometheus_client's
 multiprocess mode (see :mod:`service.metrics.multiprocess`); gauges there use ``live*`` modes so
-a dead process's values disappear instead of piling up. The scheduler is one process and uses the in-process values.
+a dead process's values disappear instead of piling up. The scheduler is one process and uses
+the in-process values.
 """
 
 from __future__ import annotations
