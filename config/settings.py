@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from config.durations import parse_duration
@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     smtp_ssl: bool = Field(default=False, description="Implicit TLS from the first byte (port 465).")
     smtp_from: str = Field(default="callboard@localhost", description="Sender address of send_email.")
     smtp_timeout: float = Field(default=30.0, gt=0, le=600, description="Seconds per SMTP operation.")
-    smtp_ca_file: Path | None = Field(
+    smtp_ca_file: FilePath | None = Field(
         default=None, description="CA bundle that verifies the SMTP server; unset: the system's."
     )
     webhook_secret: SecretStr | None = Field(
@@ -189,6 +189,11 @@ class Settings(BaseSettings):
                 except ValueError:
                     raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
         return items
+
+    @field_validator("smtp_host", "smtp_username", "smtp_ca_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("breaker_recovery_timeout", mode="before")
     @classmethod
