@@ -190,7 +190,9 @@ class Settings(BaseSettings):
                     raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
         return items
 
-    @field_validator("smtp_host", "smtp_username", "smtp_ca_file", mode="before")
+    @field_validator(
+        "smtp_host", "smtp_username", "smtp_password", "smtp_ca_file", "webhook_secret", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -151,8 +151,6 @@ def test_worker_dead_letters_550_at_once_and_retries_451(
     adopt_actors(email_actors, redis_producer)
     with smtp_server("plain") as server:
         worker = start_worker(**smtp_env(server.port), CALLBOARD_WORKER_IDLE_TIMEOUT="0.05")
-        monkeypatch.setenv("CALLBOARD_DATABASE_URL", migrated_database_url)
-        get_settings.cache_clear()
         # When one email is refused for good and one for now
         fast = {"min_backoff": 100, "max_backoff": 200}
         send("send_email", ["reject@example.com", "Refused", "body"], **fast)
@@ -162,13 +160,15 @@ def test_worker_dead_letters_550_at_once_and_retries_451(
         assert [r.recipients for r in server.handler.received] == [["later@example.com"]]
         # And the refused one is dead-lettered after one attempt, with the reply and no address
         dead = wait_until(
-            lambda: store.list_dead(store.Selection(actor="send_email")), timeout=30, message="a dead letter"
+            lambda: store.list_dead(store.Selection(actor="send_email"), url=migrated_database_url),
+            timeout=30,
+            message="a dead letter",
         )
         sent = worker.wait_for_event("email.sent")
     (letter,) = dead
     assert letter["reason"] == "non_retryable" and letter["attempts"] == 1
     assert "PermanentDeliveryError" in letter["exception"] and "550" in letter["exception"]
-    row = store.get(letter["id"])
+    row = store.get(letter["id"], url=migrated_database_url)
     assert row is not None and row.args is not None and "reject@" not in row.args
     assert [line["attempt"] for line in worker.events("message.retried")] == [1]
     assert sent[0]["recipients"] == [fingerprint("later@example.com")]
