@@ -1,13 +1,20 @@
 """Circuit-breaker state in a real Redis: consecutive failures open it, one trial at a time when
-half-open (across threads, as across processes), the trial's outcome closes or reopens it."""
+half-open (across threads, as across processes), the trial's outcome closes or reopens it; a
+transition is logged, counted, and alerted only when a ``send_alert`` actor exists."""
 
 from __future__ import annotations
 
+import logging
 import threading
 
+import pytest
 import redis
+from dramatiq import Broker
 
+from config.settings import load_settings
+from service.breakers import announce
 from service.breakers.store import KEY_PREFIX, BreakerStore, Decision
+from service.metrics.definitions import BREAKER_TRANSITIONS
 from tests.support.waiting import wait_until
 
 RECOVERY = 0.3
@@ -101,3 +108,18 @@ def test_a_trial_that_never_reports_gives_way_after_its_lease(redis_client: redi
     )
     assert after.trial and after.trial != lost.trial
     assert store.record("crashy", "success", lost.trial) is None and store.state("crashy") == "half_open"
+
+
+def test_a_transition_is_logged_and_counted_and_its_alert_skipped_without_send_alert(
+    redis_producer: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a broker with no send_alert actor (the alerts actor is not deployed)
+    counter = BREAKER_TRANSITIONS.labels(breaker="webhook", state="open")
+    before = counter._value.get()
+    # When this process opens a per-host breaker
+    with caplog.at_level(logging.INFO, logger="service.breakers"):
+        announce(redis_producer, load_settings(), "webhook:example.com", "opened")
+    # Then it is logged with the full name and counted under the bounded family label
+    (line,) = [r for r in caplog.records if getattr(r, "event", None) == "breaker.opened"]
+    assert line.fields["breaker"] == "webhook:example.com" and line.fields["alert"] == "no_actor"  # type: ignore[attr-defined]
+    assert counter._value.get() == before + 1

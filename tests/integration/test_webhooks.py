@@ -95,7 +95,7 @@ def test_statuses_map_to_retry_or_not(receiver: HTTPServer, settings_env: Callab
     receiver.expect_request("/moved").respond_with_data(
         "", status=302, headers={"Location": "http://10.0.0.1/"}
     )
-    with pytest.raises(PermanentDeliveryError, match="HTTP 404 from 127.0.0.1"):
+    with pytest.raises(PermanentDeliveryError, match=r"HTTP 404 from 127\.0\.0\.1"):
         send_webhook.fn(receiver.url_for("/gone"), {})
     with pytest.raises(TemporaryDeliveryError, match="HTTP 503"):
         send_webhook.fn(receiver.url_for("/busy"), {})
