@@ -4,8 +4,8 @@ A URL passes when its scheme is ``http`` or ``https`` and **every** address its 
 is a public unicast address, or lies in ``CALLBOARD_WEBHOOK_ALLOWED_NETWORKS``. Refused: private
 (10/8, 172.16/12, 192.168/16, fc00::/7), loopback, link-local (169.254/16, the cloud metadata
 address included; fe80::/10), multicast, reserved, unspecified, shared (100.64/10) and every other
-non-global range, for IPv4 and IPv6, with IPv4-mapped IPv6 (``::ffff:127.0.0.1``) judged as the
-IPv4 address it carries.
+non-global range, for IPv4 and IPv6; IPv6 forms that carry an IPv4 address (mapped
+``::ffff:127.0.0.1``, 6to4, Teredo, NAT64 ``64:ff9b::/96``) are judged as that IPv4 address.
 
 The caller connects to the address that was checked (:attr:`Destination.address`), not to the
 name again, so a DNS answer that changes between the check and the connection (DNS rebinding)
@@ -26,6 +26,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +56,8 @@ def parse_networks(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
 
 def refusal(address: IPAddress, allowed: Iterable[IPNetwork] = ()) -> str | None:
     """Why ``address`` may not be reached (``"loopback"``, ``"private"`` ...), or ``None``."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        address = _embedded_ipv4(address) or address
     if any(address in network for network in allowed if network.version == address.version):
         return None
     for reason in ("unspecified", "loopback", "link_local", "multicast", "private", "reserved"):
@@ -63,6 +65,20 @@ def refusal(address: IPAddress, allowed: Iterable[IPNetwork] = ()) -> str | None
             return reason
     if not address.is_global:
         return "not_global"
+    return None
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    # IPv6 forms that reach an IPv4 address are judged as that address: mapped (::ffff:a.b.c.d),
+    # 6to4 (2002::/16), Teredo's client (2001::/32) and NAT64 (64:ff9b::/96).
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
 

@@ -124,6 +124,8 @@ def test_ssrf_guard_refuses_private_destinations_unless_allowed(
         "http://169.254.169.254/latest/meta-data/",
         "http://[::1]/",
         "http://[::ffff:127.0.0.1]/",
+        "http://[64:ff9b::a00:1]/",  # NAT64 of 10.0.0.1
+        "http://[2002:a9fe:a9fe::]/",  # 6to4 of 169.254.169.254
         f"http://localhost:{receiver.port}/hook",  # a name that resolves to loopback
         "http://0.0.0.0/",
         "file:///etc/passwd",
