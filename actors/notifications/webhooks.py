@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
@@ -44,6 +45,11 @@ from service.signatures import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from service.ssrf import check_url, parse_networks
 
 logger = logging.getLogger(__name__)
+
+#: The longest read timeout a message may ask for, in seconds (the policy's soft limit is 9 min).
+MAX_TIMEOUT = 500.0
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 #: Headers the caller may not set: the signature's, and those the pinned connection needs.
 _RESERVED = {
@@ -78,7 +84,9 @@ def send_webhook(
     host = destination.host
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     timestamp = str(int(time.time()))
-    sent_headers = {k: str(v) for k, v in (headers or {}).items() if k.lower() not in _RESERVED}
+    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT:
+        raise PermanentDeliveryError(f"timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds")
+    sent_headers = _caller_headers(headers or {})
     default_port = 443 if destination.scheme == "https" else 80
     shown_host = f"[{host}]" if ":" in host else host
     sent_headers |= {
@@ -111,6 +119,15 @@ def send_webhook(
         raise TemporaryDeliveryError(f"HTTP {status} from {host}")
     hint = " (redirects are not followed)" if 300 <= status < 400 else ""
     raise PermanentDeliveryError(f"HTTP {status} from {host}{hint}")
+
+
+def _caller_headers(headers: dict[str, Any]) -> dict[str, str]:
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name) or any(c in str(value) for c in "\r\n\0"):
+            raise PermanentDeliveryError(
+                "headers: a name that is not an HTTP token, or a line break in a value"
+            )
+    return {name: str(value) for name, value in headers.items() if name.lower() not in _RESERVED}
 
 
 def retry_after(value: str | None, now: float | None = None) -> float | None:

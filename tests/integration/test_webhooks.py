@@ -106,6 +106,10 @@ def test_statuses_map_to_retry_or_not(receiver: HTTPServer, settings_env: Callab
         send_webhook.fn(receiver.url_for("/slow-down-no-hint"), {})
     with pytest.raises(PermanentDeliveryError, match="redirects are not followed"):
         send_webhook.fn(receiver.url_for("/moved"), {})
+    with pytest.raises(PermanentDeliveryError, match="HTTP token"):
+        send_webhook.fn(receiver.url_for("/gone"), {}, headers={"X-Evil": "a\r\nHost: other"})
+    with pytest.raises(PermanentDeliveryError, match="timeout"):
+        send_webhook.fn(receiver.url_for("/gone"), {}, timeout=0)
     with pytest.raises(TemporaryDeliveryError, match="ConnectError"):
         send_webhook.fn(f"http://127.0.0.1:{free_port()}/nobody", {})
     assert retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412480.0) == 30.0
