@@ -38,6 +38,8 @@ from tests.support.records import entries
 from tests.support.waiting import wait_until
 
 SECRET = "webhook-test-secret"
+#: A webhook URL's own secret (as Slack puts in its paths), which must not leak.
+PATH_SECRET = "T0123-B0456-path-secret"
 ALLOW_LOOPBACK = {"CALLBOARD_WEBHOOK_SECRET": SECRET, "CALLBOARD_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32"}
 
 
@@ -157,11 +159,11 @@ def test_worker_honours_retry_after_retries_5xx_and_dead_letters_4xx_and_refusal
     worker = start_worker(**ALLOW_LOOPBACK, CALLBOARD_WORKER_IDLE_TIMEOUT="0.05")
     receiver.expect_request("/rate").respond_with_handler(_fail_first(429, {"Retry-After": "1"}))
     receiver.expect_request("/flaky").respond_with_handler(_fail_first(503))
-    receiver.expect_request("/gone").respond_with_data("no", status=404)
+    receiver.expect_request(f"/gone/{PATH_SECRET}").respond_with_data("no", status=404)
     # When the policy's backoff (10 s at least) would be far longer than the Retry-After (1 s)
     send("send_webhook", [receiver.url_for("/rate"), {"n": 1}])
     send("send_webhook", [receiver.url_for("/flaky"), {"n": 2}], min_backoff=100, max_backoff=200)
-    send("send_webhook", [receiver.url_for("/gone"), {"n": 3}])
+    send("send_webhook", [receiver.url_for(f"/gone/{PATH_SECRET}"), {"n": 3}])
     send("send_webhook", ["http://10.255.255.1/hook", {"n": 4}])  # private, not allowed
     # Then /rate is retried once after exactly the delay it asked for, and /flaky once
     retried = worker.wait_for_event("message.retried", count=2, timeout=30)
@@ -183,7 +185,12 @@ def test_worker_honours_retry_after_retries_5xx_and_dead_letters_4xx_and_refusal
     assert all(row["reason"] == "non_retryable" and row["attempts"] == 1 for row in dead)
     assert causes[0].startswith("DestinationRefusedError") and "private" in causes[0]
     assert causes[1] == "PermanentDeliveryError: HTTP 404 from 127.0.0.1"
-    assert _hits(receiver, "/gone") == 1
+    assert _hits(receiver, f"/gone/{PATH_SECRET}") == 1
+    # And the URL's secret path is in neither the dead letter nor the worker's log
+    gone = next(row for row in dead if "404" in row["exception"])
+    row = store.get(gone["id"], url=migrated_database_url)
+    assert row is not None and row.args is not None and PATH_SECRET not in row.args
+    assert PATH_SECRET not in worker.log_path.read_text()
 
 
 def test_breaker_opens_delays_without_using_retries_and_closes_across_two_workers(
