@@ -6,11 +6,13 @@ Durations are in seconds here; the middleware converts to Dramatiq's millisecond
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 RetryWhen = Callable[[int, BaseException], bool]
+#: Names a circuit breaker from a message's ``(args, kwargs)`` (one breaker per destination).
+BreakerName = Callable[[Sequence[Any], dict[str, Any]], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +21,8 @@ class Policy:
 
     ``max_retries`` counts retries after the first attempt; backoff is exponential with full
     jitter between ``min_backoff`` and ``max_backoff``; ``throws`` are exceptions that are never
-    retried; ``retry_when(retries_so_far, exception)`` replaces the ``max_retries`` test when set.
+    retried; ``retry_when(retries_so_far, exception)`` replaces the ``max_retries`` test when set;
+    ``circuit_breaker`` names the breaker guarding the actor (or names it per message).
     """
 
     name: str
@@ -33,7 +36,7 @@ class Policy:
     retry_when: RetryWhen | None = None
     idempotency_scope: Literal["global", "user", "tenant"] | None = None
     idempotency_ttl: float = 86400.0
-    circuit_breaker: str | None = None
+    circuit_breaker: str | BreakerName | None = None
     keep_expired: bool = False
     extra: dict[str, object] = field(default_factory=dict)
 

@@ -6,12 +6,13 @@ A bad value stops the process with one line naming the variable (see :class:`Set
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from config.durations import parse_duration
@@ -150,6 +151,62 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
     log_format: Literal["json", "console"] = Field(default="json")
+
+    # -- notifications: email, webhooks, circuit breakers --------------------------------------
+    smtp_host: str | None = Field(
+        default=None, description="SMTP server for send_email; unset: email is off."
+    )
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP port (587 STARTTLS, 465 TLS).")
+    smtp_username: str | None = Field(default=None, description="SMTP AUTH user; unset: no AUTH.")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP AUTH password.")
+    smtp_starttls: bool = Field(default=True, description="Upgrade the connection with STARTTLS.")
+    smtp_ssl: bool = Field(default=False, description="Implicit TLS from the first byte (port 465).")
+    smtp_from: str = Field(default="callboard@localhost", description="Sender address of send_email.")
+    smtp_timeout: float = Field(default=30.0, gt=0, le=600, description="Seconds per SMTP operation.")
+    smtp_ca_file: FilePath | None = Field(
+        default=None, description="CA bundle that verifies the SMTP server; unset: the system's."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="HMAC-SHA256 key that signs webhooks; unset: send_webhook refuses."
+    )
+    webhook_connect_timeout: float = Field(
+        default=5.0, gt=0, le=300, description="Webhook connect timeout (s)."
+    )
+    webhook_read_timeout: float = Field(default=30.0, gt=0, le=600, description="Webhook read timeout (s).")
+    webhook_allowed_networks: CommaList = Field(
+        default_factory=list,
+        description="CIDRs webhooks may reach although private, loopback or link-local (SSRF guard).",
+    )
+    breaker_failure_threshold: int = Field(
+        default=5, ge=1, le=10_000, description="Consecutive failures that open a circuit breaker."
+    )
+    breaker_recovery_timeout: float = Field(
+        default=60.0, gt=0, le=86400, description="Seconds an open breaker waits before one trial."
+    )
+
+    @field_validator("webhook_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        items = [p.strip() for p in value.split(",") if p.strip()] if isinstance(value, str) else value
+        if isinstance(items, list):
+            for item in items:
+                try:
+                    ipaddress.ip_network(str(item), strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+        return items
+
+    @field_validator(
+        "smtp_host", "smtp_username", "smtp_password", "smtp_ca_file", "webhook_secret", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("breaker_recovery_timeout", mode="before")
+    @classmethod
+    def _breaker_duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
 
     @field_validator(
         "dlq_retention",

@@ -38,6 +38,8 @@ def policy_options(policy: Policy) -> dict[str, Any]:
         options["retry_when"] = policy.retry_when
     if policy.keep_expired:
         options["keep_expired"] = True
+    if policy.circuit_breaker is not None:
+        options["circuit_breaker"] = policy.circuit_breaker
     return options
 
 

@@ -28,3 +28,20 @@ class BadArgumentsError(BadInputError):
 
 class BrokerUnavailableError(CallboardError):
     """The broker could not be reached; the message was not stored."""
+
+
+class DeliveryError(CallboardError):
+    """A notification (email, webhook) could not be delivered."""
+
+
+class TemporaryDeliveryError(DeliveryError):
+    """Delivery failed for now (a 4xx SMTP reply, a 5xx or 429 HTTP status, a network error);
+    a retry may succeed."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """The destination refused for good (a 5xx SMTP reply, a 4xx HTTP status); never retried."""
+
+
+class DestinationRefusedError(PermanentDeliveryError):
+    """The destination is not allowed: not http(s), or an address the SSRF guard refuses."""

@@ -177,3 +177,6 @@ def configure_logging(settings: Settings) -> None:
     # pika logs every connection step, APScheduler every job run, at INFO.
     logging.getLogger("pika").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # httpx logs every request's URL at INFO: a webhook URL may hold a secret in its path.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpcore").setLevel(logging.WARNING)

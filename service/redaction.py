@@ -9,12 +9,18 @@ messages, tracebacks) so ``ValueError(f"bad address {email}")`` does not leak th
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 REDACTED = "[redacted]"
+
+#: Attribute of an actor function naming parameters that are sensitive whatever their name.
+SENSITIVE_PARAMETERS = "__callboard_sensitive__"
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: Values shorter than this are not scrubbed from free text: "1" or "ok" would mangle it.
 MIN_SCRUB_LENGTH = 4
@@ -62,15 +68,20 @@ class Redactor:
         ``fn`` (unknown actor) only keyword names and nested dict keys can be judged.
         """
         names = _parameter_names(fn, len(args))
+        marked: frozenset[str] = getattr(fn, SENSITIVE_PARAMETERS, frozenset())
         redacted_args = []
         for index, item in enumerate(args):
             name = names[index] if index < len(names) else None
-            if name is not None and self.is_sensitive(name):
+            if name is not None and (name in marked or self.is_sensitive(name)):
                 _collect(item, found)
                 redacted_args.append(REDACTED)
             else:
                 redacted_args.append(self.redact(item, found))
-        return redacted_args, self.redact(dict(kwargs), found)
+        redacted_kwargs = self.redact({k: v for k, v in kwargs.items() if k not in marked}, found)
+        for key in kwargs.keys() & marked:
+            _collect(kwargs[key], found)
+            redacted_kwargs[key] = REDACTED
+        return redacted_args, redacted_kwargs
 
     def redact_text(self, text: str) -> str:
         """``text`` with values after ``<sensitive name>=`` or ``<sensitive name>:`` redacted."""
@@ -144,3 +155,27 @@ def _signature_names(fn: Callable[..., Any]) -> tuple[tuple[str, ...], str | Non
         if parameter.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD):
             names.append(parameter.name)
     return tuple(names), None
+
+
+def sensitive_parameters(*names: str) -> Callable[[F], F]:
+    """Mark parameters of an actor function as sensitive although their names match none of
+    ``CALLBOARD_SENSITIVE_FIELDS`` (``to`` of ``send_email``): their values are redacted and
+    scrubbed wherever the sensitive fields' are (logs, dead-letter store). Apply below ``@actor``.
+    """
+
+    def mark(fn: F) -> F:
+        setattr(fn, SENSITIVE_PARAMETERS, frozenset(names) | getattr(fn, SENSITIVE_PARAMETERS, frozenset()))
+        return fn
+
+    return mark
+
+
+def fingerprint(value: str) -> str:
+    """A short stable stand-in for ``value`` (an email address) in logs and results: ``h:`` and
+    the first 12 hex digits of the SHA-256 of the stripped, lower-cased value.
+
+    It links repeated values without showing them; it does not hide a value from someone who can
+    guess it (hash a candidate and compare), so it is a pseudonym, not encryption.
+    """
+    digest = hashlib.sha256(value.strip().lower().encode()).hexdigest()
+    return f"h:{digest[:12]}"

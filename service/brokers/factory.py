@@ -10,6 +10,7 @@ from service.brokers.embedded import EmbeddedRedis
 from service.brokers.rabbitmq import CallboardRabbitmqBroker
 from service.brokers.redis import CallboardRedisBroker
 from service.deadletters.mover import DeadLetterMover
+from service.middleware.breakers import Breakers
 from service.middleware.context import MessageContext
 from service.middleware.expiry import Expiry
 from service.middleware.handback import HandBack
@@ -46,6 +47,9 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     5. ``RunMarkers``: clears a scheduled run's overlap mark once it ends for good; its ``after``
        hooks run after Retries', so a failure that will be retried keeps the mark.
     6. ``Expiry``: skips messages past their ``max_age`` before any work (not a failure).
+    6b. ``Breakers``: delays a message whose circuit breaker is open (re-enqueued, not failed)
+       after Expiry, so an expired message is not delayed; before Retries, so its ``after`` hook
+       runs once Retries has decided, and a delayed message never reaches Retries.
     7. ``Retries``: decides retry or death after the actor and the hooks below have run.
     8. ``Recycle``: counts messages for process recycling.
     9. ``HandBack``: tracks running messages so shutdown can return them to the broker.
@@ -66,6 +70,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         ShutdownNotifications(),
         RunMarkers(),
         Expiry(),
+        Breakers(settings),
         Retries(),
         Recycle(max_messages=settings.worker_max_messages),
         HandBack(),

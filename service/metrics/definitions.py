@@ -1,10 +1,11 @@
 """Every metric Callboard exports, in one place (``docs/reference/metrics.md`` is its twin).
 
-Labels are ``queue``, ``actor``, ``entry``, ``outcome``, ``reason``, ``kind``, ``level`` only: never a
-message id, an address or user data, so the number of series is bounded by the code's own
-names. Worker processes write through prometheus_client's multiprocess mode (see
-:mod:`service.metrics.multiprocess`); gauges there use ``live*`` modes so a dead process's values
-disappear instead of piling up. The scheduler is one process and uses the in-process values.
+Labels are ``queue``, ``actor``, ``entry``, ``outcome``, ``reason``, ``kind``, ``level``,
+``breaker`` (a breaker's family) and ``state`` only: never a message id, an address or user data,
+so the number of series is bounded by the code's own names. Worker processes write through
+prometheus_client's multiprocess mode (see :mod:`service.metrics.multiprocess`); gauges there use
+``live*`` modes so a dead process's values disappear instead of piling up. The scheduler is one
+process and uses the in-process values.
 """
 
 from __future__ import annotations
@@ -107,6 +108,22 @@ WORKER_POD_GAUGES = (
     WORKER_THREADS_STUCK,
     WORKER_THREADS_BUSY,
     WORKER_THREADS,
+)
+
+# -- circuit breakers (worker processes) ----------------------------------------------------
+# ``breaker`` is the breaker's family, the part of its name before ":" (``smtp``, ``webhook``):
+# per-host webhook breakers would make one series per host a producer names.
+
+BREAKER_TRANSITIONS = Counter(
+    "callboard_breaker_transitions",
+    "Circuit-breaker state changes, by new state (opened, half_open, closed), counted by the "
+    "process that made the change.",
+    ["breaker", "state"],
+)
+BREAKER_DELAYED = Counter(
+    "callboard_breaker_delayed",
+    "Messages delayed (re-enqueued, not failed) because their circuit breaker was open.",
+    ["breaker"],
 )
 
 # -- broker gauges (set by the scheduler leader only) ---------------------------------------

@@ -9,6 +9,8 @@ Guarantees:
     it reaches the broker's dead-letter queue with the reason logged.
   * If the retry cannot be enqueued (broker down), the original message is requeued instead of
     acked (Dramatiq's own Retries swallows the error and acks, losing the message).
+  * An actor that raises :class:`RetryAfter` (an HTTP 429's ``Retry-After``) is retried after
+    the delay it asked for, bounded by ``max_backoff``, instead of the backoff; it uses a retry.
 
 Options (message → actor → policy → default), times in milliseconds:
   max_retries(int): retries after the first attempt. Defaults to the ``default`` policy's 3.
@@ -41,6 +43,14 @@ logger = logging.getLogger(__name__)
 
 #: Redis and RabbitMQ delayed messages must be due within 7 days.
 MAX_DELAY_MS = 7 * 86400 * 1000
+
+
+class RetryAfter(Retry):
+    """The destination asked to be called again after ``delay`` milliseconds (HTTP 429
+    ``Retry-After``): retried then, never later than the message's ``max_backoff``."""
+
+    def __init__(self, message: str, delay: int) -> None:
+        super().__init__(message, delay=delay)
 
 
 def backoff_delay(retries: int, min_backoff: float, max_backoff: float) -> float:
@@ -107,13 +117,16 @@ class Retries(Middleware):
             return
 
         delay: float
-        if isinstance(exception, Retry) and exception.delay is not None:
+        max_backoff = option(broker, message, "max_backoff", DEFAULT_POLICY.max_backoff * 1000)
+        if isinstance(exception, RetryAfter) and exception.delay is not None:
+            delay = min(exception.delay, max_backoff)
+        elif isinstance(exception, Retry) and exception.delay is not None:
             delay = exception.delay
         else:
             delay = backoff_delay(
                 retries,
                 option(broker, message, "min_backoff", DEFAULT_POLICY.min_backoff * 1000),
-                option(broker, message, "max_backoff", DEFAULT_POLICY.max_backoff * 1000),
+                max_backoff,
             )
         delay = int(min(delay, MAX_DELAY_MS))
         now = int(time.time() * 1000)
