@@ -13,13 +13,15 @@ from typing import Any
 import pytest
 import redis
 from dramatiq import Broker
+from pytest_httpserver import HTTPServer
 
 from service.deadletters import store
 from service.health import heartbeats
 from service.sending import send
 from tests.integration.conftest import StartWorker
 from tests.support.ops import alert_env, enqueue_aged, ops_producer, queued
-from tests.support.records import entries
+from tests.support.ports import free_port
+from tests.support.smtp import SmtpServer, smtp_server
 from tests.support.waiting import wait_until
 
 
@@ -137,15 +139,46 @@ def test_dead_letter_growth_since_the_last_check_is_named(redis_client: redis.Re
     assert check()["checks"]["dead_letter_growth"] == "ok"
 
 
+@pytest.fixture
+def receiver() -> Iterator[HTTPServer]:
+    """A real HTTP server on 127.0.0.1 for the alert webhooks, stopped after the test."""
+    server = HTTPServer(host="127.0.0.1", port=free_port())
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+@pytest.fixture
+def mail() -> Iterator[SmtpServer]:
+    """A real SMTP server on 127.0.0.1 for the alert emails."""
+    with smtp_server() as server:
+        yield server
+
+
 def test_a_hundred_critical_checks_through_a_real_worker_give_one_alert_per_channel(
+    receiver: HTTPServer,
+    mail: SmtpServer,
     ops_env: dict[str, str],
     monitored: Broker,
     redis_client: redis.Redis,
     start_worker: StartWorker,
 ) -> None:
-    # Given a worker for the health check, send_alert and the channel stand-ins (not `reports`),
-    # and a reports message waiting over twice its SLA
-    env = {**ops_env, "CALLBOARD_ACTOR_MODULES": "tests.support.actors,tests.support.channel_standins"}
+    # Given a worker for the health check, send_alert and the real channel actors (not
+    # `reports`), delivering to a real SMTP server and a real HTTP server, and a reports message
+    # waiting over twice its SLA
+    receiver.expect_request("/hook", method="POST").respond_with_data("ok")
+    hooks = [receiver.url_for(f"/hook?n={n}") for n in range(3)]
+    env = {
+        **ops_env,
+        "CALLBOARD_ALERT_WEBHOOKS": ",".join(hooks[:2]),
+        "CALLBOARD_ALERT_SLACK_WEBHOOK": hooks[2],
+        "CALLBOARD_SMTP_HOST": "127.0.0.1",
+        "CALLBOARD_SMTP_PORT": str(mail.port),
+        "CALLBOARD_SMTP_STARTTLS": "false",
+        "CALLBOARD_WEBHOOK_SECRET": "test-webhook-secret",
+        "CALLBOARD_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
+    }
     start = start_worker("--queues", "critical,email,external_api", **env)
     wait_until(lambda: heartbeats.beats(redis_client, "workers"), message="the worker's heartbeat")
     publish_leader(redis_client)
@@ -171,8 +204,11 @@ def test_a_hundred_critical_checks_through_a_real_worker_give_one_alert_per_chan
         lambda: not queued(redis_client, "email") and not queued(redis_client, "external_api"),
         message="the channel messages to finish",
     )
-    runs = entries("channels")
-    assert sorted(run["what"] for run in runs) == ["email", "webhook", "webhook", "webhook"]
-    assert len({run["url"] for run in runs if run["what"] == "webhook"}) == 3
-    (email,) = (run for run in runs if run["what"] == "email")
-    assert email["subject"] == "[CRITICAL] Callboard critical: queue:reports"
+    # (the real channel actors delivered one email and three webhook calls)
+    wait_until(lambda: len(mail.handler.received) >= 1, timeout=30, message="the alert email")
+    wait_until(lambda: len(receiver.log) >= 3, timeout=30, message="the three webhook calls")
+    assert len(mail.handler.received) == 1 and len(receiver.log) == 3
+    (email,) = mail.handler.received
+    assert sorted(email.recipients) == sorted(alert_env()["CALLBOARD_ALERT_EMAILS"].split(","))
+    assert email.message["Subject"] == "[CRITICAL] Callboard critical: queue:reports"
+    assert sorted(request.args["n"] for request, _ in receiver.log) == ["0", "1", "2"]

@@ -2,7 +2,7 @@
 
 :func:`ops_producer` sets the ``CALLBOARD_*`` environment (broker and state on the run's Redis,
 the test's database, the alert channels), installs a broker, and declares on it the alert,
-monitoring and maintenance actors and the channel stand-ins (``service.send`` finds them by name).
+monitoring and maintenance actors and the channel actors (``service.send`` finds them by name).
 """
 
 from __future__ import annotations
@@ -46,13 +46,15 @@ def ops_producer(
         import actors.maintenance
         import actors.monitoring
         import actors.notifications.alerts
-        import tests.support.channel_standins
+        import actors.notifications.email
+        import actors.notifications.webhooks
 
         for module in (
             actors.notifications.alerts,
+            actors.notifications.email,
+            actors.notifications.webhooks,
             actors.monitoring,
             actors.maintenance,
-            tests.support.channel_standins,
         ):
             adopt_actors(module, broker)
         yield broker
