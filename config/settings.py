@@ -144,6 +144,38 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
     log_format: Literal["json", "console"] = Field(default="json")
+    # -- idempotency, result storage, history retention (issue 6) --------------------------
+    idempotency_redis_timeout: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="Seconds an idempotency claim waits for Redis before using the database instead.",
+    )
+    idempotency_failover: float = Field(
+        default=5.0,
+        ge=0,
+        description="After Redis fails a claim, seconds claims go straight to the database before "
+        "Redis is tried again.",
+    )
+    result_ttl: float = Field(
+        default=3600.0, gt=0, description="How long a stored actor result is kept (store_results=True)."
+    )
+    schedule_history_retention: float = Field(
+        default=30 * 86400.0, gt=0, description="Scheduler fire history older than this is pruned."
+    )
+
+    @field_validator(
+        "idempotency_redis_timeout",
+        "idempotency_failover",
+        "result_ttl",
+        "schedule_history_retention",
+        mode="before",
+    )
+    @classmethod
+    def _issue6_durations(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    # -- end of issue 6 settings -------------------------------------------------------------
 
     @field_validator(
         "dlq_retention",

@@ -155,3 +155,15 @@ ENTRY_INTERVAL = Gauge(
 LEADER = Gauge("callboard_scheduler_leader", "1 while this replica holds the scheduler lease.")
 RELOADS = Counter("callboard_scheduler_reloads", "Schedule reloads, by outcome (ok, failed).", ["outcome"])
 TICK = Gauge("callboard_scheduler_tick_timestamp_seconds", "Unix time of the daemon's last main-loop pass.")
+
+# -- idempotency (issue 6) -------------------------------------------------------------------
+
+IDEMPOTENT_DUPLICATES = Counter(
+    "callboard_idempotent_duplicates",
+    "Messages acked without running because another message holds their idempotency key.",
+    ["queue", "actor"],
+)
+IDEMPOTENCY_FALLBACKS = Counter(
+    "callboard_idempotency_fallbacks",
+    "Idempotency keys claimed in the database because the state Redis was unavailable.",
+)
