@@ -9,9 +9,10 @@ Guarantees:
     (:mod:`service.redaction`): values under a sensitive key (``CALLBOARD_SENSITIVE_FIELDS``) are
     replaced by ``[redacted]``, and the values of the call's sensitive arguments are scrubbed from
     every string in it and from an exception's message.
-  * Results live ``result_ttl`` in the state Redis (:func:`service.state.state_client`); with no
-    state Redis (RabbitMQ and no ``CALLBOARD_REDIS_URL``) nothing is stored and the first
-    attempt to store logs ``results.unavailable`` once.
+  * Results live ``result_ttl`` in the state Redis (:func:`service.state.state_client`), under
+    ``callboard:results:<queue>:<actor>:<message id>``; with no state Redis (RabbitMQ and no
+    ``CALLBOARD_REDIS_URL``) nothing is stored and the first attempt to store logs
+    ``results.unavailable`` once.
   * Unlike Dramatiq's ``Results``, an actor that returns a value without ``store_results`` logs
     nothing (maintenance actors return their counts).
 
@@ -35,6 +36,9 @@ from service.redaction import Redactor, sensitive_values
 
 logger = logging.getLogger(__name__)
 
+#: Results are kept under ``callboard:results:<queue>:<actor>:<message id>`` (a Redis list).
+NAMESPACE = "callboard:results"
+
 
 class ResultStorage(Results):
     """Dramatiq's ``Results`` with redaction, on a backend attached once the broker exists.
@@ -52,7 +56,11 @@ class ResultStorage(Results):
 
     def attach(self, client: Any) -> None:
         """Store results in ``client`` (the state Redis); ``None`` leaves storage off."""
-        self.backend = RedisBackend(client=client) if client is not None else None
+        self.backend = (
+            RedisBackend(client=client, namespace=NAMESPACE, use_namespace_prefix_keys=True)
+            if client is not None
+            else None
+        )
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
