@@ -27,18 +27,15 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
-import sqlalchemy
+from deadletters import database
 from dramatiq.brokers.stub import StubBroker
-from harness import median, percentile, redis_for, results_dir, run_driver, table
+from harness import alternate, median, percentile, redis_for, results_dir, table
 
 from config.settings import load_settings
-from service.db.engine import dispose_engines
-from service.db.migrate import upgrade
 from service.idempotency import Claim, KeyStore
 from service.state import state_client
 
@@ -79,28 +76,13 @@ def measure(store: KeyStore, count: int) -> dict[str, list[float]]:
     return result
 
 
-@contextmanager
-def database_schema(base: str) -> Iterator[str]:
-    """A migrated PostgreSQL schema of its own on ``base``; dropped after."""
-    schema = f"bench_idem_{uuid.uuid4().hex[:8]}"
-    admin = sqlalchemy.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
-    url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{schema}"
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        dispose_engines()
-        with admin.connect() as connection:
-            connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-
-def latencies(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
+def latencies(args: argparse.Namespace, directory: Path) -> dict[str, dict[str, list[float]]]:
     """Claim latencies on a private Redis and on the database fallback."""
     results = {}
-    with redis_for(0, args.redis_url, args.redis_db) as target, database_schema(args.database_url) as url:
+    with (
+        redis_for(0, args.redis_url, args.redis_db) as target,
+        database("postgresql", args.database_url, directory) as url,
+    ):
         # As a worker builds it: the state client with the idempotency timeout (0.25 s).
         settings = load_settings(redis_url=target.url)
         client = state_client(StubBroker(), settings, timeout=settings.idempotency_redis_timeout)
@@ -116,19 +98,10 @@ def throughput(args: argparse.Namespace, directory: Path) -> list[float]:
     """Drain ratios (on / off) of ``--pairs`` alternated runs."""
     options = [f"--processes={args.processes}", f"--threads={args.threads}", f"--messages={args.messages}"]
     ratios = []
-    for number in range(args.pairs):
-        drains = {}
-        for index, name in enumerate((ON, OFF)):
-            output = directory / f"{name}-{number}.json"
-            with redis_for(index, None, 0) as target:
-                run_driver(THROUGHPUT, name, target, [*options, "--runs=1"], output)
-            drains[name] = json.loads(output.read_text())["runs"][0]["drain_per_s"]
-        ratios.append(drains[ON] / drains[OFF])
-        print(
-            f"  pair {number + 1}: drain on {drains[ON]:,.0f}/s, off {drains[OFF]:,.0f}/s, "
-            f"ratio {ratios[-1]:.3f}",
-            flush=True,
-        )
+    for number, pair in enumerate(alternate(THROUGHPUT, (ON, OFF), options, args.pairs, directory), 1):
+        on, off = pair[ON]["drain_per_s"], pair[OFF]["drain_per_s"]
+        ratios.append(on / off)
+        print(f"  pair {number}: drain on {on:,.0f}/s, off {off:,.0f}/s, ratio {ratios[-1]:.3f}", flush=True)
     return ratios
 
 
@@ -152,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     directory = results_dir("idempotency")
     print(f"idempotency: {args.claims} claims per store, {args.pairs} throughput pairs; logs in {directory}")
-    measured = latencies(args)
+    measured = latencies(args, directory)
     rows = []
     for store, kinds in measured.items():
         for kind, samples in kinds.items():

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from config.durations import parse_duration
@@ -19,6 +19,11 @@ from config.durations import parse_duration
 ENV_PREFIX = "CALLBOARD_"
 
 CommaList = Annotated[list[str], NoDecode]
+
+#: Seconds, written as a number or a duration string (``30s``, ``15m``, ``1h``, ``30d``).
+Duration = Annotated[
+    float, BeforeValidator(lambda value: parse_duration(value) if isinstance(value, str) else value)
+]
 
 DEFAULT_SENSITIVE_FIELDS = (
     "password",
@@ -144,37 +149,26 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO")
     log_format: Literal["json", "console"] = Field(default="json")
+
     # -- idempotency, result storage, history retention (issue 6) --------------------------
-    idempotency_redis_timeout: float = Field(
+    idempotency_redis_timeout: Duration = Field(
         default=0.25,
         gt=0,
         le=10,
         description="Seconds an idempotency claim waits for Redis before using the database instead.",
     )
-    idempotency_failover: float = Field(
+    idempotency_failover: Duration = Field(
         default=5.0,
         ge=0,
         description="After Redis fails a claim, seconds claims go straight to the database before "
         "Redis is tried again.",
     )
-    result_ttl: float = Field(
+    result_ttl: Duration = Field(
         default=3600.0, gt=0, description="How long a stored actor result is kept (store_results=True)."
     )
-    schedule_history_retention: float = Field(
+    schedule_history_retention: Duration = Field(
         default=30 * 86400.0, gt=0, description="Scheduler fire history older than this is pruned."
     )
-
-    @field_validator(
-        "idempotency_redis_timeout",
-        "idempotency_failover",
-        "result_ttl",
-        "schedule_history_retention",
-        mode="before",
-    )
-    @classmethod
-    def _issue6_durations(cls, value: object) -> object:
-        return parse_duration(value) if isinstance(value, str) else value
-
     # -- end of issue 6 settings -------------------------------------------------------------
 
     @field_validator(

@@ -18,7 +18,6 @@ from dramatiq import Broker
 from dramatiq.results import ResultFailure
 from sqlalchemy import func, select
 
-from config.settings import get_settings
 from service import send, send_many
 from service.brokers.embedded import EmbeddedRedis
 from service.db.engine import session
@@ -29,6 +28,7 @@ from service.idempotency.database import IdempotencyRecord
 from service.idempotency.keys import Store
 from service.idempotency.redis_store import PREFIX
 from service.schedule_history import Fire
+from tests.conftest import configure_process
 from tests.integration.conftest import StartWorker
 from tests.support import idempotency_actors
 from tests.support.ports import free_port
@@ -45,12 +45,8 @@ def env(
     worker_env: dict[str, str], redis_producer: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
     """This process configured like the workers (database, broker), producing the test actors."""
-    configured = {**worker_env, "CALLBOARD_ACTOR_MODULES": MODULES}
-    for key, value in configured.items():
-        monkeypatch.setenv(key, value)
-    get_settings.cache_clear()
     adopt_actors(idempotency_actors, redis_producer)
-    return configured
+    return configure_process({**worker_env, "CALLBOARD_ACTOR_MODULES": MODULES}, monkeypatch)
 
 
 def start(start_worker: StartWorker, **env: str) -> CallboardProcess:
