@@ -21,7 +21,7 @@ import redis
 
 from service.idempotency import database
 from service.idempotency.keys import Store
-from service.idempotency.redis_store import RedisKeys
+from service.idempotency.redis_store import DeferredSuccesses, RedisKeys
 from service.logs import log_event
 from service.metrics import definitions as m
 
@@ -51,6 +51,7 @@ class KeyStore:
         self, client: redis.Redis | None, *, database_url: str | None = None, failover: float = 5.0
     ) -> None:
         self.redis = RedisKeys(client) if client is not None else None
+        self._deferred = DeferredSuccesses(self.redis) if self.redis is not None else None
         self.database_url = database_url
         self.failover = failover
         self._lock = threading.Lock()
@@ -86,13 +87,25 @@ class KeyStore:
             m.IDEMPOTENCY_FALLBACKS.inc()
         return Claim(key, token, ttl, ("database",))
 
-    def succeed(self, claim: Claim) -> None:
-        """Keep ``claim``'s key as done for its TTL from now, in every store that holds it."""
+    def succeed(self, claim: Claim, *, defer: bool = False) -> None:
+        """Keep ``claim``'s key as done for its TTL from now, in every store that holds it.
+
+        With ``defer``, the Redis side is sent by a background thread in a batch with other
+        successes (see :class:`~service.idempotency.redis_store.DeferredSuccesses`); call
+        :meth:`flush` before the process exits.
+        """
         for store in claim.stores:
-            if store == "redis" and self.redis is not None:
+            if store == "redis" and self._deferred is not None and defer:
+                self._deferred.put(claim.key, claim.token, claim.ttl)
+            elif store == "redis" and self.redis is not None:
                 self.redis.succeed(claim.key, claim.token, claim.ttl)
             elif store == "database":
                 database.succeed(claim.key, claim.token, claim.ttl, self.database_url)
+
+    def flush(self) -> None:
+        """Send the deferred successes now."""
+        if self._deferred is not None:
+            self._deferred.flush()
 
     def release(self, claim: Claim) -> None:
         """Free ``claim``'s key (only if this message still holds it) in every store."""

@@ -50,12 +50,12 @@ def message_key(
     if problem is not None:
         raise ValueError(problem)
     given = options.get("idempotency_key")
-    if given is None:
-        call = json.dumps([list(args), kwargs], sort_keys=True, separators=(",", ":"), default=str)
-        given_or_derived = ["args", hashlib.sha256(call.encode()).hexdigest()]
-    else:
-        given_or_derived = ["key", str(given)]
     name = SCOPE_OPTIONS.get(scope)
     namespace = "" if name is None else str(options[name])
-    material = json.dumps([actor_name, scope, namespace, *given_or_derived], separators=(",", ":"))
-    return hashlib.sha256(material.encode()).hexdigest()
+    # One JSON array, so no two (actor, scope, namespace, key or arguments) share a text.
+    if given is None:
+        material: list[Any] = [actor_name, scope, namespace, "args", list(args), kwargs]
+    else:
+        material = [actor_name, scope, namespace, "key", str(given)]
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

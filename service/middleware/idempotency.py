@@ -9,7 +9,9 @@ Guarantees:
     by another message, running or finished within the TTL, is acked without running: outcome
     ``skipped``, counted in ``callboard_idempotent_duplicates_total{queue,actor}``, logged as
     ``message.duplicate``.
-  * After a success the key is kept ``idempotency_ttl`` from the end of the run. After a failure
+  * After a success the key is kept ``idempotency_ttl`` from the end of the run (in Redis the
+    mark is sent in a batch by a thread of its own, so a message pays one round trip, the claim;
+    until it is sent the key is held ``run:``, which already makes other messages duplicates). After a failure
     (retried or dead-lettered alike) the key is released, only if this message still holds it, so
     the retry, or another message with the key, can run.
   * A claim's holder is the message id: a message whose worker was killed mid-run comes back with
@@ -111,6 +113,10 @@ class Idempotency(Middleware):
         if claim is not None:  # skipped by a later middleware: it did not run, free the key
             self._settle(broker, claim, success=False)
 
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        if self._store is not None:
+            self._store.flush()
+
     def store(self, broker: Broker) -> KeyStore:
         """This process's key store (built on first use, on the state Redis and the database)."""
         with self._lock:
@@ -122,7 +128,7 @@ class Idempotency(Middleware):
     def _settle(self, broker: Broker, claim: Claim, *, success: bool) -> None:
         try:
             if success:
-                self.store(broker).succeed(claim)
+                self.store(broker).succeed(claim, defer=True)
             else:
                 self.store(broker).release(claim)
         except (redis.RedisError, SQLAlchemyError, OSError) as error:
