@@ -1,18 +1,24 @@
 """Callboard: the same two actors, declared with Callboard's ``@actor`` (policy ``default``).
 
+``bench_noop`` takes an extra, unused ``seq`` that the idempotency benchmark varies.
+
 Loaded by ``callboard worker`` through ``CALLBOARD_ACTOR_MODULES=actors_callboard``; the broker is
 Callboard's own, built from ``CALLBOARD_BROKER_URL`` with the whole middleware stack.
 """
 
 from __future__ import annotations
 
+import os
+
 import probe
 
 from service import actor
 
 
-@actor
-def bench_noop(mark: int = 0) -> None:
+# BENCH_IDEMPOTENCY=global turns idempotency keys on (bench/idempotency.py); ``seq`` only makes
+# each message's arguments, and so its derived key, distinct.
+@actor(idempotency_scope=os.environ.get("BENCH_IDEMPOTENCY") or None)
+def bench_noop(mark: int = 0, seq: int = 0) -> None:
     """A no-op message: one completion count."""
     probe.noop(mark)
 

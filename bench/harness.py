@@ -6,6 +6,7 @@ Nothing here knows about Dramatiq, Callboard or Celery; :mod:`systems` does.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import signal
@@ -17,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
 import psutil
@@ -366,3 +367,21 @@ def run_driver(script: Path, system: str, target: RedisTarget, options: Sequence
     completed = subprocess.run([*command, *options], env=child_env({}), cwd=ROOT, check=False)
     if completed.returncode != 0:
         raise RuntimeError(f"{system} driver failed with exit code {completed.returncode}")
+
+
+def alternate(
+    script: Path, systems: Sequence[str], options: Sequence[str], pairs: int, directory: Path
+) -> list[dict[str, dict[str, Any]]]:
+    """Run ``script``'s driver for each of ``systems`` in turn, ``pairs`` times (one run each, a
+    fresh private Redis per run), so drift of the machine hits every system alike; returns, per
+    round, each system's run figures."""
+    rounds = []
+    for number in range(pairs):
+        runs = {}
+        for index, name in enumerate(systems):
+            output = directory / f"{name}-{number}.json"
+            with redis_for(index, None, 0) as target:
+                run_driver(script, name, target, [*options, "--runs=1"], output)
+            runs[name] = json.loads(output.read_text())["runs"][0]
+        rounds.append(runs)
+    return rounds

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness import median, redis_for, results_dir, run_driver, table
+from harness import alternate, median, results_dir, table
 
 THROUGHPUT = Path(__file__).resolve().with_name("throughput.py")
 ON, OFF = "callboard-norecycle", "callboard-norecycle-quiet"
@@ -36,25 +36,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args(argv)
     directory = results_dir("observability")
-    options = [
-        f"--processes={args.processes}",
-        f"--threads={args.threads}",
-        f"--messages={args.messages}",
-        "--runs=1",
-    ]
+    options = [f"--processes={args.processes}", f"--threads={args.threads}", f"--messages={args.messages}"]
     print(
         f"observability: {args.pairs} pairs of {args.messages} no-op messages; logs in {directory}",
         flush=True,
     )
-    pairs = []
-    for number in range(args.pairs):
-        pair = {}
-        for index, name in enumerate((ON, OFF)):
-            output = directory / f"{name}-{number}.json"
-            with redis_for(index, None, 0) as target:
-                run_driver(THROUGHPUT, name, target, options, output)
-            pair[name] = json.loads(output.read_text())["runs"][0]
-        pairs.append(pair)
+    pairs = alternate(THROUGHPUT, (ON, OFF), options, args.pairs, directory)
     rows = []
     drain_ratios, cpu_ratios = [], []
     for number, pair in enumerate(pairs, 1):

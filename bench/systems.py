@@ -260,6 +260,44 @@ class CallboardQuietSystem(CallboardNoRecycleSystem):
         return {**super()._callboard_env(), "CALLBOARD_METRICS_PORT": "0", "CALLBOARD_LOG_LEVEL": "WARNING"}
 
 
+class CallboardKeyedSystem(CallboardNoRecycleSystem):
+    """``callboard-norecycle`` sending every no-op with a distinct argument (``seq``), so that
+    derived idempotency keys differ; the baseline of :class:`CallboardIdempotentSystem`."""
+
+    name = "callboard-norecycle-keyed"
+
+    def connect(self) -> None:
+        super().connect()
+        self._seq = 0
+
+    def _distinct(self, mark: int, n: int) -> list[tuple[int, int]]:
+        first, self._seq = self._seq, self._seq + n
+        return [(mark, seq) for seq in range(first, first + n)]
+
+    def enqueue_methods(self) -> dict[str, Callable[[int], None]]:
+        def bulk(n: int) -> None:
+            self._send_many("bench_noop", self._distinct(0, n))
+
+        return {"send_many()": bulk}
+
+    def send_marked(self, n: int) -> None:
+        self._send_many("bench_noop", self._distinct(1, n))
+
+
+class CallboardIdempotentSystem(CallboardKeyedSystem):
+    """``callboard-norecycle-keyed`` with idempotency on for ``bench_noop`` (scope ``global``,
+    keys derived from the arguments, claimed in the state Redis: the broker's)."""
+
+    name = "callboard-norecycle-idempotent"
+
+    def worker_env(self) -> dict[str, str]:
+        return {**super().worker_env(), "BENCH_IDEMPOTENCY": "global"}
+
+    def connect(self) -> None:
+        os.environ["BENCH_IDEMPOTENCY"] = "global"
+        super().connect()
+
+
 class CelerySystem(System):
     """Celery 5 on the Redis broker: P thread-pool workers of T threads (or one prefork pool)."""
 
@@ -332,9 +370,17 @@ SYSTEMS: dict[str, type[System]] = {
         CallboardSystem,
         CallboardNoRecycleSystem,
         CallboardQuietSystem,
+        CallboardKeyedSystem,
+        CallboardIdempotentSystem,
         CelerySystem,
     )
 }
+
+#: What ``throughput.py`` runs unless ``--systems`` says otherwise: the keyed pair is measured
+#: by ``idempotency.py``, against each other.
+DEFAULT_SYSTEMS = tuple(
+    name for name in SYSTEMS if name not in (CallboardKeyedSystem.name, CallboardIdempotentSystem.name)
+)
 
 
 def make_system(

@@ -23,6 +23,12 @@ class Policy:
     jitter between ``min_backoff`` and ``max_backoff``; ``throws`` are exceptions that are never
     retried; ``retry_when(retries_so_far, exception)`` replaces the ``max_retries`` test when set;
     ``circuit_breaker`` names the breaker guarding the actor (or names it per message).
+
+    ``idempotency_scope`` turns idempotency keys on (``global``, or namespaced by the message's
+    ``user_id`` / ``tenant_id`` option); a key is kept ``idempotency_ttl`` seconds in
+    ``idempotency_store`` (``redis``, falling back to the database while Redis is unreachable, or
+    ``database`` for keys that must outlive Redis). ``result_ttl`` is how long a result of an actor
+    declared with ``store_results=True`` is kept (``None``: ``CALLBOARD_RESULT_TTL``).
     """
 
     name: str
@@ -36,6 +42,8 @@ class Policy:
     retry_when: RetryWhen | None = None
     idempotency_scope: Literal["global", "user", "tenant"] | None = None
     idempotency_ttl: float = 86400.0
+    idempotency_store: Literal["redis", "database"] = "redis"
+    result_ttl: float | None = None
     circuit_breaker: str | BreakerName | None = None
     keep_expired: bool = False
     extra: dict[str, object] = field(default_factory=dict)

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, FilePath, SecretStr, ValidationError, field_validator
+from pydantic import BeforeValidator, Field, FilePath, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from config.durations import parse_duration
@@ -20,6 +20,11 @@ from config.durations import parse_duration
 ENV_PREFIX = "CALLBOARD_"
 
 CommaList = Annotated[list[str], NoDecode]
+
+#: Seconds, written as a number or a duration string (``30s``, ``15m``, ``1h``, ``30d``).
+Duration = Annotated[
+    float, BeforeValidator(lambda value: parse_duration(value) if isinstance(value, str) else value)
+]
 
 DEFAULT_SENSITIVE_FIELDS = (
     "password",
@@ -207,6 +212,27 @@ class Settings(BaseSettings):
     @classmethod
     def _breaker_duration(cls, value: object) -> object:
         return parse_duration(value) if isinstance(value, str) else value
+
+    # -- idempotency, result storage, history retention (issue 6) --------------------------
+    idempotency_redis_timeout: Duration = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="Seconds an idempotency claim waits for Redis before using the database instead.",
+    )
+    idempotency_failover: Duration = Field(
+        default=5.0,
+        ge=0,
+        description="After Redis fails a claim, seconds claims go straight to the database before "
+        "Redis is tried again.",
+    )
+    result_ttl: Duration = Field(
+        default=3600.0, gt=0, description="How long a stored actor result is kept (store_results=True)."
+    )
+    schedule_history_retention: Duration = Field(
+        default=30 * 86400.0, gt=0, description="Scheduler fire history older than this is pruned."
+    )
+    # -- end of issue 6 settings -------------------------------------------------------------
 
     @field_validator(
         "dlq_retention",

@@ -1,7 +1,9 @@
 """The scheduler's own tables: entry state (paused, last slot), fire history, and the lease.
 
-This module is the only one that reads or writes them. A slot is sent at most once because the
-fire history has a unique key on (entry, slot): the lease only keeps replicas from trying.
+This module is the only one that reads or writes them, except the fire history's retention
+(:mod:`service.schedule_history`, where its model lives so maintenance can prune it). A slot is
+sent at most once because the fire history has a unique key on (entry, slot): the lease only
+keeps replicas from trying.
 """
 
 from __future__ import annotations
@@ -10,13 +12,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Boolean, Float, Integer, String, UniqueConstraint, case, func, select, update
+from sqlalchemy import Boolean, Integer, String, case, func, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.engine import session
 from service.db.models import Base, UtcDateTime
+from service.schedule_history import Fire
 
 #: Fire outcomes kept in the history.
 OUTCOMES = ("sent", "caught_up", "manual", "skipped_overlap", "send_failed")
@@ -32,25 +35,6 @@ class EntryState(Base):
     last_slot: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_outcome: Mapped[str | None] = mapped_column(String(32))
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime)
-
-
-class Fire(Base):
-    """One slot of one entry that was handled (sent, caught up, skipped...)."""
-
-    __tablename__ = "callboard_schedule_fires"
-    __table_args__ = (
-        UniqueConstraint("entry", "slot", name="uq_callboard_schedule_fires_entry_slot"),
-        {"sqlite_autoincrement": True},
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    entry: Mapped[str] = mapped_column(String(200), index=True)
-    slot: Mapped[datetime] = mapped_column(UtcDateTime)
-    sent_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    lateness: Mapped[float] = mapped_column(Float)  # seconds from slot to send
-    outcome: Mapped[str] = mapped_column(String(32))
-    message_id: Mapped[str | None] = mapped_column(String(64))
-    token: Mapped[int] = mapped_column(Integer)  # the lease's fencing token at the time
 
 
 class Lease(Base):

@@ -4,8 +4,10 @@
 ... def send_welcome(user_id: int) -> None: ...
 
 Policy fields (``max_retries``, ``min_backoff``, ``max_backoff``, ``soft_time_limit``,
-``time_limit``, ``throws``, ``retry_when``, ...) may be overridden per actor, in seconds as in
-``config/policies.py``; any other keyword is passed to :func:`dramatiq.actor` unchanged.
+``time_limit``, ``throws``, ``retry_when``, ``idempotency_scope``, ``idempotency_ttl``,
+``idempotency_store``, ``result_ttl``, ...) may be overridden per actor, in seconds as in
+``config/policies.py``; any other keyword (``store_results=True``, ...) is passed to
+:func:`dramatiq.actor` unchanged.
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ def policy_options(policy: Policy) -> dict[str, Any]:
         options["keep_expired"] = True
     if policy.circuit_breaker is not None:
         options["circuit_breaker"] = policy.circuit_breaker
+    # Idempotency options are carried even without a scope: a message's ``idempotency_key``
+    # turns keys on for any actor, and then the policy's TTL and store apply.
+    options["idempotency_ttl"] = int(policy.idempotency_ttl * 1000)
+    options["idempotency_store"] = policy.idempotency_store
+    if policy.idempotency_scope is not None:
+        options["idempotency_scope"] = policy.idempotency_scope
+    if policy.result_ttl is not None:
+        options["result_ttl"] = int(policy.result_ttl * 1000)
     return options
 
 

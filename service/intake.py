@@ -50,6 +50,9 @@ IN_FLIGHT_ALLOWANCE = 16 * 1024
 MAX_MESSAGE_ID = 64
 MAX_NAME = 200
 
+#: Longest idempotency key a message may carry (it is stored as a digest).
+MAX_KEY = 1024
+
 #: Largest retry count (a database integer, with room for the attempt that follows).
 MAX_COUNT = 2**31 - 2
 
@@ -257,6 +260,16 @@ _FLAG: _Check = (lambda v: isinstance(v, bool), "true or false")
 _TEXT: _Check = (lambda v: isinstance(v, str), "a string")
 _OBJECT: _Check = (lambda v: isinstance(v, dict), "an object")
 _MESSAGE: _Check = (lambda v: shape_problem(v) is None, "a message object")
+_KEY: _Check = (
+    lambda v: isinstance(v, str) and 0 < len(v) <= MAX_KEY,
+    f"a string of 1 to {MAX_KEY} characters",
+)
+_ID: _Check = (
+    lambda v: _whole(v, -(2**63), 2**63 - 1) or (isinstance(v, str) and 0 < len(v) <= MAX_NAME),
+    f"a whole number or a string of 1 to {MAX_NAME} characters",
+)
+_SCOPE: _Check = (lambda v: v in ("global", "user", "tenant"), "'global', 'user' or 'tenant'")
+_STORE: _Check = (lambda v: v in ("redis", "database"), "'redis' or 'database'")
 #: Exception classes and functions cannot travel as JSON, so a message never legitimately has them.
 _NEVER: _Check = (lambda v: False, "unset (only an actor can declare it)")
 
@@ -282,6 +295,14 @@ _OPTION_CHECKS: dict[str, _Check] = {
     "on_failure": _TEXT,
     "pipe_target": _MESSAGE,
     "_sentry_headers": _OBJECT,  # Sentry's middleware, which runs before ours
+    "idempotency_key": _KEY,  # the Idempotency middleware
+    "idempotency_scope": _SCOPE,
+    "idempotency_ttl": _LIMIT,
+    "idempotency_store": _STORE,
+    "user_id": _ID,
+    "tenant_id": _ID,
+    "store_results": _FLAG,  # ResultStorage
+    "result_ttl": _LIMIT,
     "throws": _NEVER,
     "retry_when": _NEVER,
 }

@@ -28,6 +28,7 @@ from config.queues import QUEUES
 from config.settings import get_settings
 from service import intake
 from service.errors import BadArgumentsError, BadInputError, BrokerUnavailableError, UnknownActorError
+from service.idempotency.keys import scope_problem
 from service.logs import log_event, message_context
 from service.middleware.validation import MessageTooLargeError
 from service.runtime import get_broker, load_actors
@@ -90,7 +91,9 @@ def build_message(
     message = actor.message_with_options(
         args=tuple(args), kwargs=kwargs, request_id=request_id or uuid.uuid4().hex, **(options or {})
     )
-    problem = intake.option_problem(message.options)
+    problem = intake.option_problem(message.options) or scope_problem(
+        message.options.get("idempotency_scope") or actor.options.get("idempotency_scope"), message.options
+    )
     if problem is not None:
         raise BadInputError(f"{actor.actor_name}: {problem}")
     if queue and queue != message.queue_name:
@@ -129,16 +132,20 @@ def send(
     delay: float | None = None,
     request_id: str | None = None,
     send_timeout: float | None = None,
+    idempotency_key: str | None = None,
     **options: Any,
 ) -> str:
     """Enqueue one message for ``actor_name``; returns its message id once the broker has it.
 
-    ``delay`` is in seconds. Raises :class:`UnknownActorError`, :class:`BadArgumentsError`,
-    :class:`BadInputError` (too large, a bad option, or a queue the actor may not use; see
-    :func:`build_message`), or :class:`BrokerUnavailableError` (the message was not stored: the
-    broker stayed unreachable for ``send_timeout`` seconds of retries, by default
-    ``CALLBOARD_SEND_TIMEOUT``; 0 fails at the first error).
+    ``delay`` is in seconds. With ``idempotency_key``, at most one message of this actor with
+    that key (within its scope) succeeds per TTL; others are acked without running. Raises
+    :class:`UnknownActorError`, :class:`BadArgumentsError`, :class:`BadInputError` (too large, a
+    bad option, or a queue the actor may not use; see :func:`build_message`), or
+    :class:`BrokerUnavailableError` (the message was not stored: the broker stayed unreachable for
+    ``send_timeout`` seconds of retries, by default ``CALLBOARD_SEND_TIMEOUT``; 0 fails at the
+    first error).
     """
+    keys = None if idempotency_key is None else [idempotency_key]
     return send_many(
         actor_name,
         [args],
@@ -147,6 +154,7 @@ def send(
         delay=delay,
         request_id=request_id,
         send_timeout=send_timeout,
+        idempotency_keys=keys,
         **options,
     )[0]
 
@@ -159,12 +167,16 @@ def send_many(
     queue: str | None = None,
     delay: float | None = None,
     request_id: str | None = None,
+    idempotency_keys: Iterable[str | None] | None = None,
     batch_size: int = BATCH_SIZE,
     send_timeout: float | None = None,
     **options: Any,
 ) -> list[str]:
     """Enqueue one message per item of ``args_list`` (with the matching ``kwargs_list`` item) in
     pipelined batches of ``batch_size``; returns the message ids in order.
+
+    ``idempotency_keys`` gives each message its ``idempotency_key`` option (``None`` for none);
+    an ``idempotency_key`` in ``options`` would give every message the same key.
 
     Every message is validated before the first batch is sent. On Redis each batch is one round
     trip; on RabbitMQ messages are published one by one with confirms. An unreachable broker is
@@ -176,9 +188,19 @@ def send_many(
     if len(kwargs_items) != len(args_items):
         raise BadArgumentsError(f"{actor_name}: {len(args_items)} args but {len(kwargs_items)} kwargs")
     request_id = request_id or (message_context() or {}).get("request_id") or uuid.uuid4().hex
+    key_items = list(idempotency_keys) if idempotency_keys is not None else [None] * len(args_items)
+    if len(key_items) != len(args_items):
+        raise BadArgumentsError(f"{actor_name}: {len(args_items)} args but {len(key_items)} idempotency keys")
     messages = [
-        build_message(actor, args, kwargs, queue=queue, request_id=request_id, options=options)
-        for args, kwargs in zip(args_items, kwargs_items, strict=True)
+        build_message(
+            actor,
+            args,
+            kwargs,
+            queue=queue,
+            request_id=request_id,
+            options=options if key is None else {**options, "idempotency_key": key},
+        )
+        for args, kwargs, key in zip(args_items, kwargs_items, key_items, strict=True)
     ]
     _declare(queue)
     broker = get_broker()

@@ -6,6 +6,8 @@ RabbitMQ and no Redis is configured (features that need it report themselves as 
 
 from __future__ import annotations
 
+import threading
+
 import redis
 from dramatiq import Broker
 from dramatiq.brokers.redis import RedisBroker
@@ -13,10 +15,34 @@ from dramatiq.brokers.redis import RedisBroker
 from config.settings import Settings
 
 _clients: dict[str, redis.Redis] = {}
+_quick: dict[tuple[str, float], redis.Redis] = {}
+_lock = threading.Lock()
 
 
-def state_client(broker: Broker, settings: Settings) -> redis.Redis | None:
-    """A client of the shared-state Redis for this process, or ``None`` if there is none."""
+def state_client(broker: Broker, settings: Settings, *, timeout: float | None = None) -> redis.Redis | None:
+    """A client of the shared-state Redis for this process, or ``None`` if there is none.
+
+    With ``timeout``, a client of the same server whose connects and commands give up after
+    ``timeout`` seconds (for callers that have somewhere else to go, such as idempotency claims
+    that fall back to the database), with a pool of its own.
+    """
+    client = _default_client(broker, settings)
+    if client is None or timeout is None:
+        return client
+    pool = client.connection_pool
+    # Keyed by where it connects, not by the client object: brokers come and go (tests, forks).
+    key = (f"{pool.connection_class.__name__}{sorted(pool.connection_kwargs.items())!r}", timeout)
+    with _lock:
+        quick = _quick.get(key)
+        if quick is None:
+            kwargs = {**pool.connection_kwargs, "socket_connect_timeout": timeout, "socket_timeout": timeout}
+            quick = _quick[key] = redis.Redis(
+                connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+            )
+        return quick
+
+
+def _default_client(broker: Broker, settings: Settings) -> redis.Redis | None:
     if settings.redis_url:
         client = _clients.get(settings.redis_url)
         if client is None:

@@ -236,7 +236,11 @@ def operator_env(
     worker_env: dict[str, str], broker_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> dict[str, str]:
     """This process configured like the workers (database, secret key, broker): an operator."""
-    env = {**worker_env, "CALLBOARD_BROKER_URL": broker_url}
+    return configure_process({**worker_env, "CALLBOARD_BROKER_URL": broker_url}, monkeypatch)
+
+
+def configure_process(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Set ``env`` in this process's environment for the test and re-read settings; returns it."""
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     get_settings.cache_clear()

@@ -14,13 +14,16 @@ from service.middleware.breakers import Breakers
 from service.middleware.context import MessageContext
 from service.middleware.expiry import Expiry
 from service.middleware.handback import HandBack
+from service.middleware.idempotency import Idempotency
 from service.middleware.metrics import Metrics
 from service.middleware.recycle import Recycle
+from service.middleware.results import ResultStorage
 from service.middleware.retries import Retries
 from service.middleware.run_markers import RunMarkers
 from service.middleware.time_limits import TimeLimits
 from service.middleware.validation import Validation
 from service.sentry import SentryContext, sentry_enabled
+from service.state import state_client
 
 
 def build_middleware(settings: Settings) -> list[Middleware]:
@@ -41,13 +44,18 @@ def build_middleware(settings: Settings) -> list[Middleware]:
        they decided; its ``before`` hook measures the wait before anything else runs. Left out
        when ``CALLBOARD_METRICS_PORT`` is 0 (nothing would serve what it counts).
     3. ``DeadLetterMover``: drains the broker's dead-letter queues into the store (a thread).
+    3b. ``ResultStorage``: stores redacted results of ``store_results`` actors; its ``after``
+       hooks run after Retries', so a failure is stored only once it is final.
     4. ``Callbacks``, ``Pipelines``, ``ShutdownNotifications`` (Dramatiq's): ``on_success`` /
        ``on_failure``, ``pipeline()``, ``notify_shutdown`` work as in plain Dramatiq (as there,
        ``on_failure`` fires after every failed attempt, retried ones included).
     5. ``RunMarkers``: clears a scheduled run's overlap mark once it ends for good; its ``after``
        hooks run after Retries', so a failure that will be retried keeps the mark.
     6. ``Expiry``: skips messages past their ``max_age`` before any work (not a failure).
-    6b. ``Breakers``: delays a message whose circuit breaker is open (re-enqueued, not failed)
+    6b. ``Idempotency``: claims a keyed message's idempotency key after Expiry (an expired message
+       claims nothing) and before anything runs; skips duplicates. Its ``after`` hooks run after
+       Retries' and release the key of a failed attempt.
+    6c. ``Breakers``: delays a message whose circuit breaker is open (re-enqueued, not failed)
        after Expiry, so an expired message is not delayed; before Retries, so its ``after`` hook
        runs once Retries has decided, and a delayed message never reaches Retries.
     7. ``Retries``: decides retry or death after the actor and the hooks below have run.
@@ -65,11 +73,13 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         Validation(max_message_bytes=settings.max_message_bytes),
         *metrics,
         DeadLetterMover(interval=settings.dlq_drain_interval),
+        ResultStorage(sensitive_fields=settings.sensitive_fields, result_ttl=settings.result_ttl),
         Callbacks(),
         Pipelines(),
         ShutdownNotifications(),
         RunMarkers(),
         Expiry(),
+        Idempotency(redis_timeout=settings.idempotency_redis_timeout, failover=settings.idempotency_failover),
         Breakers(settings),
         Retries(),
         Recycle(max_messages=settings.worker_max_messages),
@@ -88,9 +98,15 @@ def build_broker(settings: Settings, *, url: str | None = None) -> Broker:
     """
     url = url or settings.broker_url or EmbeddedRedis(settings.data_dir).url
     middleware = build_middleware(settings)
+    broker: Broker
     if url.startswith(("amqp://", "amqps://")):
-        return CallboardRabbitmqBroker(url=url, middleware=middleware)
-    # Dramatiq's own (probabilistic) recovery uses the same timeout as the rescuer.
-    return CallboardRedisBroker(
-        url=url, middleware=middleware, heartbeat_timeout=int(settings.heartbeat_timeout * 1000)
-    )
+        broker = CallboardRabbitmqBroker(url=url, middleware=middleware)
+    else:
+        # Dramatiq's own (probabilistic) recovery uses the same timeout as the rescuer.
+        broker = CallboardRedisBroker(
+            url=url, middleware=middleware, heartbeat_timeout=int(settings.heartbeat_timeout * 1000)
+        )
+    for each in middleware:
+        if isinstance(each, ResultStorage):  # results live on the state Redis, known only now
+            each.attach(state_client(broker, settings))
+    return broker

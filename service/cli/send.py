@@ -1,4 +1,5 @@
-"""``callboard send ACTOR [--args JSON] [--kwargs JSON] [--queue Q] [--delay SECONDS]``."""
+"""``callboard send ACTOR [--args JSON] [--kwargs JSON] [--queue Q] [--delay SECONDS]
+[--request-id ID] [--idempotency-key KEY]``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ def register(commands: Any) -> None:
     parser.add_argument("--queue", help="send to this queue instead of the actor's")
     parser.add_argument("--delay", type=float, help="seconds before the message may run")
     parser.add_argument("--request-id", help="request id to carry in the message (default: new)")
+    parser.add_argument(
+        "--idempotency-key",
+        help="run at most once per key (and the actor's scope and TTL); repeats are acked, not run",
+    )
     parser.set_defaults(handler=run_send)
 
 
@@ -39,7 +44,13 @@ def run_send(args: argparse.Namespace) -> int:
     if args.delay is not None and args.delay < 0:
         raise BadInputError("--delay must not be negative")
     message_id = send(
-        args.actor, positional, keywords, queue=args.queue, delay=args.delay, request_id=args.request_id
+        args.actor,
+        positional,
+        keywords,
+        queue=args.queue,
+        delay=args.delay,
+        request_id=args.request_id,
+        idempotency_key=args.idempotency_key,
     )
     print(message_id)
     return 0

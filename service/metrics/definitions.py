@@ -185,3 +185,15 @@ HEALTH_CHECKS = Counter(
     "Runs of periodic_health_check, by outcome (ok, degraded, critical).",
     ["outcome"],
 )
+
+# -- idempotency (issue 6) -------------------------------------------------------------------
+
+IDEMPOTENT_DUPLICATES = Counter(
+    "callboard_idempotent_duplicates",
+    "Messages acked without running because another message holds their idempotency key.",
+    ["queue", "actor"],
+)
+IDEMPOTENCY_FALLBACKS = Counter(
+    "callboard_idempotency_fallbacks",
+    "Idempotency keys claimed in the database because the state Redis was unavailable.",
+)

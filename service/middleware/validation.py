@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import Any, NoReturn
 
 from dramatiq import Broker, Middleware
 from dramatiq.errors import ActorNotFound
@@ -91,18 +91,23 @@ class Validation(Middleware):
             problem = intake.queue_problem(actor.actor_name, actor.queue_name, message.queue_name)
             if problem is not None:
                 rejected = intake.WrongQueue(problem, message)
-        if rejected is None:
-            return
-        log_event(
-            logger,
-            logging.ERROR,
-            "message.rejected",
-            reason=rejected.reason,
-            error=str(rejected),
-            message_id=message.message_id,
-            actor=message.actor_name,
-            queue=message.queue_name,
-        )
-        mark_dead(message, rejected.reason, rejected, 0)
-        mark_skipped(message, "dead")
-        raise SkipMessage()
+        if rejected is not None:
+            reject(message, rejected)
+
+
+def reject(message: Any, rejected: intake.MessageRejected) -> NoReturn:
+    """Dead-letter ``message`` with ``rejected``'s reason without running it: log
+    ``message.rejected``, mark it dead and skipped, and raise ``SkipMessage``."""
+    log_event(
+        logger,
+        logging.ERROR,
+        "message.rejected",
+        reason=rejected.reason,
+        error=str(rejected),
+        message_id=message.message_id,
+        actor=message.actor_name,
+        queue=message.queue_name,
+    )
+    mark_dead(message, rejected.reason, rejected, 0)
+    mark_skipped(message, "dead")
+    raise SkipMessage()

@@ -1,0 +1,61 @@
+"""Idempotency keys: which key a message claims, derived in one place for the worker and senders.
+
+A message's key is its ``idempotency_key`` option when given, else a digest of its actor's name
+and the canonical JSON of its arguments (sorted keys, no whitespace), so the same call twice has
+the same key. Scope ``user`` / ``tenant`` namespaces the key by the message's ``user_id`` /
+``tenant_id`` option, so two users' identical calls do not collide; such a message without that
+option is refused (:func:`scope_problem`). Keys are per actor: the same ``idempotency_key`` sent
+to two actors is two keys. What is stored is a SHA-256 digest, so keys have a fixed length and
+carry no user data into Redis or the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any, Literal
+
+Scope = Literal["global", "user", "tenant"]
+Store = Literal["redis", "database"]
+
+SCOPES: tuple[Scope, ...] = ("global", "user", "tenant")
+STORES: tuple[Store, ...] = ("redis", "database")
+
+#: The message option each scope namespaces its keys by.
+SCOPE_OPTIONS: dict[str, str] = {"user": "user_id", "tenant": "tenant_id"}
+
+
+def scope_problem(scope: str | None, options: dict[str, Any]) -> str | None:
+    """Why a message with ``options`` cannot be claimed under ``scope``, or None if it can."""
+    name = SCOPE_OPTIONS.get(scope or "global")
+    if name is not None and options.get(name) is None:
+        return f"idempotency scope {scope!r} needs the message option {name!r}"
+    return None
+
+
+def message_key(
+    actor_name: str,
+    args: Sequence[Any],
+    kwargs: dict[str, Any],
+    options: dict[str, Any],
+    scope: str | None,
+) -> str:
+    """The digest a message claims (64 hex characters).
+
+    Raises ``ValueError`` with :func:`scope_problem`'s line when the scope's option is missing.
+    """
+    scope = scope or "global"
+    problem = scope_problem(scope, options)
+    if problem is not None:
+        raise ValueError(problem)
+    given = options.get("idempotency_key")
+    name = SCOPE_OPTIONS.get(scope)
+    namespace = "" if name is None else str(options[name])
+    # One JSON array, so no two (actor, scope, namespace, key or arguments) share a text.
+    if given is None:
+        material: list[Any] = [actor_name, scope, namespace, "args", list(args), kwargs]
+    else:
+        material = [actor_name, scope, namespace, "key", str(given)]
+    text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()

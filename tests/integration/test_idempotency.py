@@ -1,0 +1,271 @@
+"""Idempotency keys against real Redis, a real database and real worker processes; result storage.
+
+Runs are counted in Redis by the actors (:mod:`tests.support.records`), duplicates in the
+workers' logs and metrics, never in this process's memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+from dramatiq import Broker
+from dramatiq.results import ResultFailure
+from sqlalchemy import func, select
+
+from service import send, send_many
+from service.brokers.embedded import EmbeddedRedis
+from service.db.engine import session
+from service.deadletters import store as dead_letters
+from service.errors import BadInputError
+from service.idempotency import Claim, KeyStore, database, message_key
+from service.idempotency.database import IdempotencyRecord
+from service.idempotency.keys import Store
+from service.idempotency.redis_store import PREFIX
+from service.schedule_history import Fire
+from tests.conftest import configure_process
+from tests.integration.conftest import StartWorker
+from tests.support import idempotency_actors
+from tests.support.ports import free_port
+from tests.support.processes import CallboardProcess
+from tests.support.producer import adopt_actors
+from tests.support.records import entries
+from tests.support.waiting import wait_until
+
+MODULES = "tests.support.actors,tests.support.idempotency_actors"
+
+
+@pytest.fixture
+def env(
+    worker_env: dict[str, str], redis_producer: Broker, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """This process configured like the workers (database, broker), producing the test actors."""
+    adopt_actors(idempotency_actors, redis_producer)
+    return configure_process({**worker_env, "CALLBOARD_ACTOR_MODULES": MODULES}, monkeypatch)
+
+
+def start(start_worker: StartWorker, **env: str) -> CallboardProcess:
+    return start_worker(CALLBOARD_ACTOR_MODULES=MODULES, **env)
+
+
+def runs(tag: str) -> int:
+    return len(entries(tag, "run"))
+
+
+def duplicates(*workers: CallboardProcess) -> int:
+    return sum(len(worker.events("message.duplicate")) for worker in workers)
+
+
+def scraped_duplicates(port: int) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("callboard_idempotent_duplicates_total{")
+    )
+
+
+def key_rows() -> int:
+    with session() as db:
+        return int(db.scalar(select(func.count()).select_from(IdempotencyRecord)) or 0)
+
+
+# -- the key store itself, on each side ------------------------------------------------------
+
+
+@pytest.fixture(params=["redis", "database"])
+def side(request: pytest.FixtureRequest) -> str:
+    """Where claims go: Redis, or (``idempotency_store="database"``) the database."""
+    return str(request.param)
+
+
+def test_a_key_is_held_by_one_message_until_released_or_expired(
+    side: Store, redis_client: redis.Redis, migrated_database_url: str
+) -> None:
+    keys = KeyStore(redis_client, database_url=migrated_database_url)
+    key = "k" * 64
+    first = keys.claim(key, "m1", "ti_once", 60, side)
+    assert first is not None and first.stores == (side,)
+    # Another message is a duplicate; the same message coming back after a crash re-claims
+    assert keys.claim(key, "m2", "ti_once", 60, side) is None
+    assert keys.claim(key, "m1", "ti_once", 60, side) is not None
+    # Only the holder releases: another message's release changes nothing
+    keys.release(Claim(key, "m2", 60, (side,)))
+    assert keys.claim(key, "m3", "ti_once", 60, side) is None
+    keys.release(first)
+    third = keys.claim(key, "m3", "ti_once", 60, side)
+    assert third is not None
+    # Once done, even the same message id (a redelivery) is a duplicate, until the TTL runs out
+    keys.succeed(Claim(key, "m3", 0.3, (side,)))
+    assert keys.claim(key, "m3", "ti_once", 60, side) is None
+    assert keys.claim(key, "m4", "ti_once", 60, side) is None
+    wait_until(lambda: keys.claim(key, "m4", "ti_once", 60, side), timeout=10, message="the key to expire")
+
+
+def test_claims_fall_back_to_the_database_and_redis_learns_of_them_when_back(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    port = free_port()
+    state = EmbeddedRedis(tmp_path / "state", tcp_port=port)
+    state.start()
+    try:
+        quick = redis.Redis.from_url(state.url, socket_timeout=0.25, socket_connect_timeout=0.25)
+        worker_a = KeyStore(quick, database_url=migrated_database_url, failover=0)
+        worker_b = KeyStore(quick, database_url=migrated_database_url, failover=0)
+        # Given Redis is down: claims go to the database, and duplicates are still caught there
+        state.stop()
+        during = worker_a.claim("d" * 64, "m1", "ti_once", 60)
+        assert during is not None and during.stores == ("database",)
+        assert worker_b.claim("d" * 64, "m2", "ti_once", 60) is None
+        worker_a.succeed(during)
+        # When Redis is back, the first claim there raises the flag for the keys claimed meanwhile
+        state.start()
+        after = worker_a.claim("e" * 64, "m3", "ti_once", 60)
+        assert after is not None and after.stores == ("redis", "database")
+        # Then a copy of the outage-time key is caught even though Redis never saw it
+        assert worker_b.claim("d" * 64, "m4", "ti_once", 60) is None
+    finally:
+        state.stop()
+
+
+# -- real workers ----------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("env")
+def test_the_same_key_sent_50_times_at_once_to_two_workers_runs_once(
+    start_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    ports = [free_port(), free_port()]
+    workers = [start(start_worker, CALLBOARD_METRICS_PORT=str(port)) for port in ports]
+    # When 50 messages with one key (and different arguments) are sent at once
+    send_many("ti_once", [["fifty", n, 0.3] for n in range(50)], idempotency_keys=["order-42"] * 50)
+    # Then one runs and the other 49 are acked as duplicates, logged and counted
+    wait_until(lambda: duplicates(*workers) == 49, timeout=60, message="49 duplicates")
+    assert runs("fifty") == 1
+    # The success is kept (sent in a batch by the worker's settling thread) as done
+    key = PREFIX + message_key("ti_once", [], {}, {"idempotency_key": "order-42"}, "global")
+    wait_until(lambda: (redis_client.get(key) or b"").startswith(b"done:"), timeout=10, message="done")
+    assert sum(scraped_duplicates(port) for port in ports) == 49
+    assert all(line["outcome"] == "skipped" for w in workers for line in w.events("message.finished"))
+
+
+@pytest.mark.usefixtures("env")
+def test_a_failure_releases_the_key_success_keeps_it_and_expiry_frees_it(
+    start_worker: StartWorker, redis_client: redis.Redis
+) -> None:
+    worker = start(start_worker)
+    # When the first attempt fails, the key is released and the retry runs
+    send("ti_fail_once", ["life"])
+    wait_until(lambda: runs("life") == 1, timeout=30, message="the retry to run")
+    assert len(entries("life", "failed")) == 1
+    # A copy sent after the success is a duplicate while the key lives (1 s for this actor)
+    send("ti_fail_once", ["life"])
+    worker.wait_for_event("message.duplicate")
+    assert runs("life") == 1
+    # Once the key expires, a copy runs again
+    key = PREFIX + message_key("ti_fail_once", ["life"], {}, {}, "global")
+    wait_until(lambda: not redis_client.exists(key), timeout=10, message="the key to expire")
+    send("ti_fail_once", ["life"])
+    wait_until(lambda: runs("life") == 2, timeout=30, message="a run after expiry")
+
+
+@pytest.mark.usefixtures("env")
+def test_user_and_tenant_scopes_namespace_keys_and_refuse_messages_without_them(
+    start_worker: StartWorker,
+) -> None:
+    worker = start(start_worker)
+    send("ti_per_user", ["users"], user_id=1)
+    send("ti_per_user", ["users"], user_id="2")
+    send("ti_per_user", ["users"], user_id=1)
+    send("ti_per_tenant", ["tenants"], tenant_id="acme")
+    send("ti_per_tenant", ["tenants"], tenant_id="acme")
+    send("ti_per_tenant", ["tenants"], tenant_id="globex")
+    wait_until(lambda: duplicates(worker) == 2 and runs("users") == 2 and runs("tenants") == 2, timeout=30)
+    assert key_rows() == 2  # the tenant actor keeps its keys in the database
+    # A sender is told at once; a producer that bypasses send gets a bad_options dead letter
+    with pytest.raises(BadInputError, match="needs the message option 'user_id'"):
+        send("ti_per_user", ["users"])
+    idempotency_actors.ti_per_tenant.send("raw")
+    rejected = wait_until(
+        lambda: dead_letters.list_dead(dead_letters.Selection(reason="bad_options"), limit=10), timeout=30
+    )
+    assert rejected[0]["actor"] == "ti_per_tenant" and "tenant_id" in str(rejected[0]["exception"])
+    assert runs("raw") == 0
+
+
+@pytest.mark.usefixtures("env")
+def test_claims_go_to_the_database_when_the_state_redis_stops(
+    start_worker: StartWorker, tmp_path: Path
+) -> None:
+    with EmbeddedRedis(tmp_path / "state", tcp_port=free_port()) as state:
+        # Given a worker whose state Redis is its own server (the broker stays on the run's Redis)
+        worker = start(start_worker, CALLBOARD_REDIS_URL=state.url)
+        send("ti_once", ["before"])
+        wait_until(lambda: runs("before") == 1, timeout=30, message="a run before the outage")
+        assert redis.Redis.from_url(state.url).keys(PREFIX + "*")
+        assert key_rows() == 0
+        # When the state Redis stops mid-test
+        state.stop()
+        send("ti_once", ["during"])
+        wait_until(lambda: runs("during") == 1, timeout=30, message="a run during the outage")
+        send("ti_once", ["during"])
+        # Then the claim went to the database, and the copy is still caught there
+        worker.wait_for_event("message.duplicate", timeout=30)
+        worker.wait_for_event("idempotency.redis_unavailable")
+        assert runs("during") == 1
+        assert key_rows() == 1
+
+
+@pytest.mark.usefixtures("env")
+def test_stored_results_and_failures_are_redacted(
+    start_worker: StartWorker, redis_producer: Broker, redis_client: redis.Redis
+) -> None:
+    start(start_worker)
+    backend = redis_producer.get_results_backend()
+    # When an actor with store_results returns data that names its sensitive argument
+    result = idempotency_actors.ti_result.send("alice@example.com").get_result(
+        backend=backend, block=True, timeout=30_000
+    )
+    # Then the stored result carries neither the argument nor a sensitive field's value
+    assert result == {
+        "email": "[redacted]",
+        "note": "mailed [redacted]",
+        "api_token": "[redacted]",
+        "count": 1,
+    }
+    failed = idempotency_actors.ti_result.send("bob@example.com", fail=True)
+    with pytest.raises(ResultFailure) as error:
+        failed.get_result(backend=backend, block=True, timeout=30_000)
+    assert "ValueError" in str(error.value) and "bob@example.com" not in str(error.value)
+    stored = [b"".join(redis_client.lrange(key, 0, -1)) for key in redis_client.keys("callboard:results:*")]
+    assert len(stored) == 2
+    assert stored and not any(b"@example.com" in value or b"tok-123456" in value for value in stored)
+
+
+# -- retention -------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("env")
+def test_prune_history_reports_what_it_removed_per_store(caplog: pytest.LogCaptureFixture) -> None:
+    from actors.maintenance import prune_history
+
+    now = datetime.now(UTC)
+    with session() as db:
+        for entry, days in (("old", 40), ("older", 90), ("young", 1)):
+            sent = now - timedelta(days=days)
+            db.add(Fire(entry=entry, slot=sent, sent_at=sent, lateness=0.0, outcome="sent", token=1))
+    for key, ttl in (("a", 0.001), ("b", 0.001), ("c", 3600)):
+        assert database.claim(key * 64, "m", "ti_once", ttl)
+    wait_until(lambda: database.claim("x" * 64, "probe", "ti_once", 0.001) is not None, timeout=5)
+    caplog.set_level(logging.INFO, logger="actors.maintenance")
+    removed = prune_history.fn()
+    assert removed == {"dead_letters": 0, "schedule_fires": 2, "idempotency_keys": 3}
+    event = next(r for r in caplog.records if getattr(r, "event", None) == "maintenance.pruned")
+    assert event.fields == removed  # type: ignore[attr-defined]
+    assert key_rows() == 1
+    assert json.dumps(removed)  # JSON-able: it is the actor's result
