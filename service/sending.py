@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
+import pika.exceptions
 import redis
 from dramatiq import Actor, Broker, Message
 from dramatiq.errors import ActorNotFound, BrokerConnectionError
@@ -37,6 +38,14 @@ logger = logging.getLogger(__name__)
 
 #: Messages per pipelined round trip in :func:`send_many`.
 BATCH_SIZE = 1000
+
+#: Broker answers that no retry changes: wrong credentials.
+_REFUSALS = (
+    redis.AuthenticationError,
+    pika.exceptions.ProbableAuthenticationError,
+    pika.exceptions.ProbableAccessDeniedError,
+    pika.exceptions.AuthenticationError,
+)
 
 #: First and longest pause between attempts while the broker is unreachable.
 RETRY_PAUSE = (0.1, 1.0)
@@ -239,7 +248,7 @@ def _enqueue_batch(
                 return sent
             return [broker.enqueue(message, delay=delay_ms) for message in batch]
         except (BrokerConnectionError, redis.RedisError, OSError) as error:
-            if time.monotonic() + pause > deadline:
+            if not _transient(error) or time.monotonic() + pause > deadline:
                 raise BrokerUnavailableError(
                     f"broker unavailable ({done} of {total} messages sent, the rest not): "
                     f"{type(error).__name__}: {error}"
@@ -249,3 +258,12 @@ def _enqueue_batch(
             )
             time.sleep(pause)
             pause = min(pause * 2, RETRY_PAUSE[1])
+
+
+def _transient(error: BaseException) -> bool:
+    """Whether trying again may help: a lost or refused connection or a timeout, not a refusal
+    such as a wrong password or a command error."""
+    cause = (error.__cause__ or error.__context__) if isinstance(error, BrokerConnectionError) else error
+    if isinstance(cause, _REFUSALS):
+        return False
+    return isinstance(error, (BrokerConnectionError, redis.ConnectionError, redis.TimeoutError, OSError))

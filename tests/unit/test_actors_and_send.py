@@ -85,3 +85,25 @@ def test_send_carries_request_id_and_returns_message_ids(stub: StubBroker) -> No
     bulk = [Message.decode(raw) for raw in queued[1:]]
     assert [m.message_id for m in bulk] == ids
     assert len({m.options["request_id"] for m in bulk}) == 1  # one request for the whole batch
+
+
+def test_send_retries_lost_connections_but_not_refused_credentials() -> None:
+    import pika.exceptions
+    import redis
+    from dramatiq.errors import ConnectionClosed
+
+    from service.sending import _transient
+
+    def wrapped(cause: BaseException) -> ConnectionClosed:
+        try:
+            raise ConnectionClosed(cause) from None
+        except ConnectionClosed as error:  # as the brokers raise it: the cause as context
+            error.__context__ = cause
+            return error
+
+    assert _transient(redis.ConnectionError("Connection refused"))
+    assert _transient(wrapped(redis.ConnectionError("reset")))
+    assert _transient(wrapped(pika.exceptions.AMQPConnectionError()))
+    assert not _transient(redis.AuthenticationError("invalid password"))
+    assert not _transient(wrapped(pika.exceptions.ProbableAuthenticationError()))
+    assert not _transient(redis.ResponseError("OOM command not allowed"))
