@@ -5,11 +5,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from dramatiq import Broker
 
 from service import send, send_many
 from tests.integration.conftest import StartWorker
+from tests.support.actors import QUEUE
 from tests.support.processes import ROOT, command_env
 from tests.support.records import entries
 from tests.support.waiting import wait_until
@@ -86,3 +89,49 @@ def test_stock_dramatiq_command_runs_the_same_stack(
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+
+
+def test_a_busy_stock_dramatiq_worker_keeps_its_heartbeat_and_is_not_rescued(
+    redis_url: str, worker_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.brokers.rescue import rescue
+    from tests.support.producer import producing_on
+
+    with producing_on(redis_url, redis_url, tmp_path / "var", monkeypatch) as broker:
+        # Given a stock worker (1 thread) whose thread is busy, whose prefetch is full and whose
+        # delay-queue prefetch (1) a far-off delayed message fills, so that neither of its
+        # consumers sends a fetch (Dramatiq's own heartbeat goes stale)
+        send("tb_record", ["later"], delay=600)
+        env = command_env(
+            {
+                **worker_env,
+                "CALLBOARD_HEARTBEAT_TIMEOUT": "2",
+                "CALLBOARD_HEARTBEAT_INTERVAL": "0.5",
+                "dramatiq_delay_queue_prefetch": "1",
+            }
+        )
+        command = ["service.boot", "--processes", "1", "--threads", "1", "--queues", QUEUE]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dramatiq", *command],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            send_many("tb_slow", [[f"busy-{n}", 3] for n in range(3)])
+            wait_until(lambda: entries("busy-0", "started"), timeout=60, message="the first to start")
+            # When rescuers run for longer than the heartbeat timeout while it works
+            rescued: dict[str, int] = {}
+            wait_until(
+                lambda: rescued.update(rescue(broker, 2, min_uptime=0)) or entries("busy-0", "done"),
+                timeout=30,
+                message="the first to finish",
+            )
+            # Then nothing was taken from it, and each message runs once
+            assert rescued == {}
+            wait_until(lambda: entries("busy-2", "done"), timeout=30, message="the last to finish")
+            assert [len(entries(f"busy-{n}", "started")) for n in range(3)] == [1, 1, 1]
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
