@@ -140,17 +140,19 @@ def broker_url(request: pytest.FixtureRequest, redis_url: str) -> Iterator[str]:
         return
     url = request.getfixturevalue("amqp_server_url")
     yield url
-    _delete_test_queues(url)
+    delete_test_queues(url)
 
 
-def _delete_test_queues(url: str) -> None:
+def delete_test_queues(url: str, queue: str | None = None) -> None:
+    """Delete ``queue`` (default: the test actors' queue) and its delay and dead-letter queues."""
     import pika
 
     from tests.support.actors import QUEUE
 
+    queue = queue or QUEUE
     connection = pika.BlockingConnection(pika.URLParameters(url))
     channel = connection.channel()
-    for name in (QUEUE, f"{QUEUE}.DQ", f"{QUEUE}.XQ"):
+    for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
         channel.queue_delete(name)
     connection.close()
 

@@ -21,7 +21,7 @@ from config.settings import get_settings
 from service.deadletters import store
 from service.health import probes
 from service.health.http import HealthServer
-from tests.conftest import _delete_test_queues
+from tests.conftest import delete_test_queues
 from tests.support.actors import QUEUE
 from tests.support.ports import free_port
 from tests.support.processes import CallboardProcess
@@ -266,7 +266,7 @@ def test_on_rabbitmq_the_gauges_show_what_the_broker_can_tell(
         )
     finally:
         process.stop()
-        _delete_test_queues(amqp_server_url)
+        delete_test_queues(amqp_server_url)
     # Then depth and delayed are exported; in flight and the age of waiting messages are not
     assert value(samples, "callboard_queue_depth", queue=QUEUE) == 3
     assert value(samples, "callboard_queue_delayed", queue=QUEUE) == 0

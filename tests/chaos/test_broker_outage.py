@@ -27,6 +27,7 @@ from config.settings import get_settings
 from service import send, send_many
 from service.brokers.embedded import EmbeddedRedis
 from service.errors import BrokerUnavailableError
+from tests.conftest import delete_test_queues
 from tests.integration.conftest import StartWorker
 from tests.support import completions
 from tests.support.chaos_actors import QUEUE
@@ -174,14 +175,4 @@ def test_workers_ride_out_a_rabbitmq_connection_cut(
             )
     finally:
         proxy.close()
-        _delete_queues(amqp_server_url)
-
-
-def _delete_queues(url: str) -> None:
-    import pika
-
-    connection = pika.BlockingConnection(pika.URLParameters(url))
-    channel = connection.channel()
-    for name in (QUEUE, f"{QUEUE}.DQ", f"{QUEUE}.XQ"):
-        channel.queue_delete(name)
-    connection.close()
+        delete_test_queues(amqp_server_url, QUEUE)

@@ -6,7 +6,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pytest_httpserver import HTTPServer
 
+from tests.support.ports import free_port
 from tests.support.processes import CallboardProcess
 
 StartWorker = Callable[..., CallboardProcess]
@@ -36,3 +38,13 @@ def start_worker(
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[HTTPServer]:
+    """A real HTTP server on 127.0.0.1 and a free port (webhook receivers), stopped after the test."""
+    server = HTTPServer(host="127.0.0.1", port=free_port())
+    server.start()
+    yield server
+    server.clear()
+    server.stop()

@@ -20,7 +20,6 @@ from service.health import heartbeats
 from service.sending import send
 from tests.integration.conftest import StartWorker
 from tests.support.ops import alert_env, enqueue_aged, ops_producer, queued
-from tests.support.ports import free_port
 from tests.support.smtp import SmtpServer, smtp_server
 from tests.support.waiting import wait_until
 
@@ -137,16 +136,6 @@ def test_dead_letter_growth_since_the_last_check_is_named(redis_client: redis.Re
     assert grown["problems"]["dead_letter_growth"].startswith("3 new since the last check")
     # The next check compares with what this one saw: no new growth
     assert check()["checks"]["dead_letter_growth"] == "ok"
-
-
-@pytest.fixture
-def receiver() -> Iterator[HTTPServer]:
-    """A real HTTP server on 127.0.0.1 for the alert webhooks, stopped after the test."""
-    server = HTTPServer(host="127.0.0.1", port=free_port())
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -40,16 +40,6 @@ SECRET = "webhook-test-secret"
 #: A webhook URL's own secret (as Slack puts in its paths), which must not leak.
 PATH_SECRET = "T0123-B0456-path-secret"
 ALLOW_LOOPBACK = {"CALLBOARD_WEBHOOK_SECRET": SECRET, "CALLBOARD_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32"}
-
-
-@pytest.fixture
-def receiver() -> Iterator[HTTPServer]:
-    """A real HTTP server on 127.0.0.1 and a free port, stopped after the test."""
-    server = HTTPServer(host="127.0.0.1", port=free_port())
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
 
 
 @pytest.fixture
