@@ -52,7 +52,7 @@ def start(env: dict[str, str], tmp_path: Path, label: str) -> CallboardProcess:
     return CallboardProcess("scheduler", env=env, log_path=tmp_path / f"scheduler-{label}.log")
 
 
-def test_two_replicas_send_every_slot_once_even_when_the_leader_is_killed(
+def test_two_replicas_send_every_slot_even_when_the_leader_is_killed(
     scheduler_env: dict[str, str], tmp_path: Path, redis_client: redis.Redis
 ) -> None:
     env = {**scheduler_env, "CALLBOARD_SCHEDULE_FILE": str(schedule_file(tmp_path, entry("tick", "all")))}
@@ -80,11 +80,16 @@ def test_two_replicas_send_every_slot_once_even_when_the_leader_is_killed(
         first.stop()
         if second is not None:
             second.stop()
-    # And every second from the first slot to the last was sent exactly once
+    # And every second from the first slot to the last was sent
     slots = sent_slots(redis_client, "tick")
-    assert len(slots) == len(set(slots)), "a slot was sent twice"
-    gaps = [(b - a).total_seconds() for a, b in pairwise(slots)]
-    assert set(gaps) == {1.0}, f"slots missing: {gaps}"
+    gaps = {(b - a).total_seconds() for a, b in pairwise(sorted(set(slots)))}
+    assert gaps == {1.0}, f"slots missing: {gaps}"
+    # And a slot was sent twice only if the killed leader sent it without recording it (it died
+    # in between: the new leader cannot tell that from "died before sending" and sends it); the
+    # copies share the slot's idempotency key, so a worker runs it once (chaos scenario 5)
+    recorded = {datetime.fromisoformat(line["slot"]) for line in first.events("schedule.fired")}
+    twice = {slot for slot in slots if slots.count(slot) > 1}
+    assert len(twice) <= 1 and not twice & recorded, f"sent twice: {sorted(twice)}"
 
 
 @pytest.mark.parametrize(("policy", "expected"), [("latest", 1), ("skip", 0), ("all", "each")])
