@@ -171,17 +171,23 @@ class DeferredSuccesses:
         """Send every pending success now (worker shutdown)."""
         with self._lock:
             batch, self._pending = self._pending, []
-        for start in range(0, len(batch), self.BATCH):
-            self._send(batch[start : start + self.BATCH])
+        self._send(batch)
 
     def _loop(self) -> None:
+        # Runs while successes keep coming; an idle process has no thread waking up for nothing.
         while True:
             time.sleep(self.interval)
-            self.flush()
+            with self._lock:
+                batch, self._pending = self._pending, []
+                if not batch:
+                    self._thread = None
+                    return
+            self._send(batch)
 
     def _send(self, batch: list[tuple[str, str, float]]) -> None:
         try:
-            self.keys.succeed_many(batch)
+            for start in range(0, len(batch), self.BATCH):
+                self.keys.succeed_many(batch[start : start + self.BATCH])
         except redis.RedisError as error:
             # The keys stay run:<id> until their TTL: other messages are still duplicates.
             log_event(
