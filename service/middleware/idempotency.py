@@ -120,6 +120,8 @@ class Idempotency(Middleware):
 
     def store(self, broker: Broker) -> KeyStore:
         """This process's key store (built on first use, on the state Redis and the database)."""
+        if self._store is not None:  # every keyed message asks: no lock once it is built
+            return self._store
         with self._lock:
             if self._store is None:
                 client = state_client(broker, get_settings(), timeout=self.redis_timeout)
