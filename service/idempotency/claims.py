@@ -129,6 +129,8 @@ class KeyStore:
             )
 
     def _raise_flag_if_owed(self) -> None:
+        if not self._flag_until:  # the usual case: no outage to tell Redis about
+            return
         with self._lock:
             remaining = self._flag_until - time.monotonic()
         if remaining <= 0:

@@ -1,4 +1,4 @@
-"""Idempotency keys in Redis: one script call to claim, one (batched) to settle.
+"""Idempotency keys in Redis: one script call to claim, a share of one to settle.
 
 A key's value says who holds it and how far it got: ``run:<message id>`` while that message runs,
 ``done:<message id>`` once it succeeded. A claim succeeds when the key is free (``SET NX`` with
@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Sequence
 
 import redis
 from redis.exceptions import NoScriptError
 
+from service.idempotency.batching import GroupCommit
 from service.logs import log_event
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,17 @@ redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
 
+# KEYS: the keys to settle; ARGV: per key, its run token, its done token and its TTL in ms.
+_SUCCEED_MANY = """
+for i = 1, #KEYS do
+  local a = (i - 1) * 3
+  if redis.call('get', KEYS[i]) == ARGV[a + 1] then
+    redis.call('set', KEYS[i], ARGV[a + 2], 'PX', ARGV[a + 3])
+  end
+end
+return #KEYS
+"""
+
 _RELEASE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('del', KEYS[1])
@@ -70,29 +83,44 @@ class RedisKeys:
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
+        self._claims: GroupCommit[tuple[str, str, float], int] = GroupCommit(self._claim_many)
 
     def claim(self, key: str, token: str, ttl: float) -> int:
         """Claim ``key`` for message ``token`` for ``ttl`` seconds: 1 claimed, 2 claimed but the
-        database fallback flag is up, 0 held by another message (a duplicate)."""
-        return self._run(_CLAIM, [PREFIX + key, FALLBACK_FLAG], [f"run:{token}", _ms(ttl)])
+        database fallback flag is up, 0 held by another message (a duplicate).
+
+        Claims of threads that call at the same time share one pipelined round trip.
+        """
+        return self._claims.call((key, token, ttl))
+
+    def _claim_many(self, claims: Sequence[tuple[str, str, float]]) -> list[int]:
+        if len(claims) == 1:
+            key, token, ttl = claims[0]
+            return [self._run(_CLAIM, [PREFIX + key, FALLBACK_FLAG], [f"run:{token}", _ms(ttl)])]
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for key, token, ttl in claims:
+                pipe.evalsha(_sha(_CLAIM), 2, PREFIX + key, FALLBACK_FLAG, f"run:{token}", _ms(ttl))
+            try:
+                return [int(result) for result in pipe.execute()]
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                self.client.script_load(_CLAIM)
+        raise AssertionError("unreachable")
 
     def succeed(self, key: str, token: str, ttl: float) -> bool:
         """Keep ``key`` as done by ``token`` for ``ttl`` seconds from now; False if not its claim."""
         return bool(self._run(_SUCCEED, [PREFIX + key], _succeed_args(token, ttl)))
 
     def succeed_many(self, settled: Sequence[tuple[str, str, float]]) -> None:
-        """:meth:`succeed` for each ``(key, token, ttl)``, in one pipelined round trip."""
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for key, token, ttl in settled:
-                pipe.evalsha(_sha(_SUCCEED), 1, PREFIX + key, *_succeed_args(token, ttl))
-            try:
-                pipe.execute()
-                return
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                self.client.script_load(_SUCCEED)
+        """:meth:`succeed` for each ``(key, token, ttl)``, in one script call."""
+        keys: list[str] = []
+        args: list[str | int] = []
+        for key, token, ttl in settled:
+            keys.append(PREFIX + key)
+            args.extend(_succeed_args(token, ttl))
+        self._run(_SUCCEED_MANY, keys, args)
 
     def release(self, key: str, token: str) -> bool:
         """Free ``key`` if ``token``'s run holds it; False if it does not (expired, or another's)."""
@@ -112,49 +140,54 @@ class RedisKeys:
 
 
 class DeferredSuccesses:
-    """Successes to settle in Redis, sent in batches by a thread of their own.
+    """Successes to settle in Redis, sent together by a thread of their own every ``interval``.
 
-    A worker thread hands its success over and goes on to its next message; the thread sends
-    whatever has gathered in one pipelined round trip, then waits for more. Until a success is
-    sent its key stays ``run:<message id>``, which already makes every other message a
-    duplicate; only a redelivery of the same message id in that window (milliseconds, and only
-    after a crash) could run again, as after a failed settle.
+    A worker thread hands its success over and goes on to its next message; every ``interval``
+    (20 ms) the thread sends whatever has gathered in one script call, so a busy worker pays a
+    fraction of a round trip per success. Until it is sent a key stays ``run:<message id>``,
+    which already makes every other message a duplicate: only a redelivery of the same message
+    id within that window (after a crash) could run again, as after a failed settle.
     """
 
-    def __init__(self, keys: RedisKeys) -> None:
+    #: Keys per script call (bounds a call's arguments).
+    BATCH = 1000
+
+    def __init__(self, keys: RedisKeys, interval: float = 0.02) -> None:
         self.keys = keys
+        self.interval = interval
         self._pending: list[tuple[str, str, float]] = []
-        self._ready = threading.Condition()
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def put(self, key: str, token: str, ttl: float) -> None:
-        """Settle ``key`` as done by ``token`` soon."""
-        with self._ready:
+        """Settle ``key`` as done by ``token`` within ``interval``."""
+        with self._lock:
             self._pending.append((key, token, ttl))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="callboard-idempotency", daemon=True)
                 self._thread.start()
-            self._ready.notify()
 
     def flush(self) -> None:
         """Send every pending success now (worker shutdown)."""
-        with self._ready:
+        with self._lock:
             batch, self._pending = self._pending, []
         self._send(batch)
 
     def _loop(self) -> None:
+        # Runs while successes keep coming; an idle process has no thread waking up for nothing.
         while True:
-            with self._ready:
-                while not self._pending:
-                    self._ready.wait()
+            time.sleep(self.interval)
+            with self._lock:
                 batch, self._pending = self._pending, []
+                if not batch:
+                    self._thread = None
+                    return
             self._send(batch)
 
     def _send(self, batch: list[tuple[str, str, float]]) -> None:
-        if not batch:
-            return
         try:
-            self.keys.succeed_many(batch)
+            for start in range(0, len(batch), self.BATCH):
+                self.keys.succeed_many(batch[start : start + self.BATCH])
         except redis.RedisError as error:
             # The keys stay run:<id> until their TTL: other messages are still duplicates.
             log_event(

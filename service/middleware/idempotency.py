@@ -4,16 +4,17 @@ Guarantees:
   * A message is subject to idempotency when its actor (or policy) sets ``idempotency_scope`` or
     the message carries an ``idempotency_key`` option (scope ``global`` then, unless set). Its
     key is derived by :func:`service.idempotency.message_key`.
-  * Before the actor runs, the key is claimed (one Redis round trip; the database when Redis is
-    unavailable or the actor's ``idempotency_store`` is ``database``). A message whose key is held
+  * Before the actor runs, the key is claimed (one Redis script call, shared with the claims of
+    other threads made at the same moment; the database when Redis is unavailable or the
+    actor's ``idempotency_store`` is ``database``). A message whose key is held
     by another message, running or finished within the TTL, is acked without running: outcome
     ``skipped``, counted in ``callboard_idempotent_duplicates_total{queue,actor}``, logged as
     ``message.duplicate``.
-  * After a success the key is kept ``idempotency_ttl`` from the end of the run (in Redis the
-    mark is sent in a batch by a thread of its own, so a message pays one round trip, the claim;
-    until it is sent the key is held ``run:``, which already makes other messages duplicates). After a failure
-    (retried or dead-lettered alike) the key is released, only if this message still holds it, so
-    the retry, or another message with the key, can run.
+  * After a success the key is kept ``idempotency_ttl`` from the end of the run. In Redis that
+    mark is sent within 20 ms, with the other successes of the process, by a thread of its own;
+    until then the key is held ``run:``, which already makes other messages duplicates.
+  * After a failure (retried or dead-lettered alike) the key is released, only if this message
+    still holds it, so the retry, or another message with the key, can run.
   * A claim's holder is the message id: a message whose worker was killed mid-run comes back with
     the same id (rescue, hand-back) and claims its own key again; a copy of a message that already
     succeeded is a duplicate.
@@ -119,6 +120,8 @@ class Idempotency(Middleware):
 
     def store(self, broker: Broker) -> KeyStore:
         """This process's key store (built on first use, on the state Redis and the database)."""
+        if self._store is not None:  # every keyed message asks: no lock once it is built
+            return self._store
         with self._lock:
             if self._store is None:
                 client = state_client(broker, get_settings(), timeout=self.redis_timeout)

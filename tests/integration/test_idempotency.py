@@ -32,7 +32,7 @@ from tests.conftest import configure_process
 from tests.integration.conftest import StartWorker
 from tests.support import idempotency_actors
 from tests.support.ports import free_port
-from tests.support.processes import CallboardProcess
+from tests.support.processes import CallboardProcess, run_callboard
 from tests.support.producer import adopt_actors
 from tests.support.records import entries
 from tests.support.waiting import wait_until
@@ -152,6 +152,24 @@ def test_the_same_key_sent_50_times_at_once_to_two_workers_runs_once(
     wait_until(lambda: (redis_client.get(key) or b"").startswith(b"done:"), timeout=10, message="done")
     assert sum(scraped_duplicates(port) for port in ports) == 49
     assert all(line["outcome"] == "skipped" for w in workers for line in w.events("message.finished"))
+
+
+def test_callboard_send_with_a_key_runs_once_on_every_broker(
+    operator_env: dict[str, str], producer: Broker, start_worker: StartWorker, broker_url: str
+) -> None:
+    env = {**operator_env, "CALLBOARD_ACTOR_MODULES": MODULES}
+    worker = start(start_worker)
+    # When the same key is sent twice from the command line
+    for n in (1, 2):
+        sent = run_callboard(
+            "send", "ti_once", "--args", f'["cli", {n}]', "--idempotency-key", "cli-key", env=env
+        )
+        assert sent.returncode == 0, sent.stderr
+    # Then one message runs and the other is a duplicate; without a state Redis (RabbitMQ and
+    # no CALLBOARD_REDIS_URL) the key lives in the database
+    worker.wait_for_event("message.duplicate", timeout=30)
+    assert runs("cli") == 1
+    assert key_rows() == (1 if broker_url.startswith("amqp") else 0)
 
 
 @pytest.mark.usefixtures("env")
