@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 from uuid import uuid4
 
@@ -183,6 +184,10 @@ class CallboardRedisBroker(RedisBroker):
         # per queue: what a restarted consumer must not reclaim (see _reclaim).
         self._held: dict[str, set[str]] = {}
         self._acks_lock = threading.Lock()
+        #: Called before acks are sent: what must reach Redis before a message's ack does
+        #: (idempotency's deferred successes), so a crash cannot redeliver a message whose
+        #: success was acked but not recorded.
+        self.before_ack_flush: list[Callable[[], None]] = []
 
     @property
     def consumer_class(self) -> type[Consumer]:
@@ -327,6 +332,9 @@ class CallboardRedisBroker(RedisBroker):
         Dramatiq's fetch returns bodies without their ids, so a body that does not decode could
         never be dead-lettered; this script returns both.
         """
+        if acks:
+            for flush in self.before_ack_flush:
+                flush()
         if self._should_do_maintenance("fetch"):
             # Maintenance (requeueing dead workers' messages) runs through Dramatiq's script.
             self.do_qsize(queue_name)

@@ -145,8 +145,10 @@ class DeferredSuccesses:
     A worker thread hands its success over and goes on to its next message; every ``interval``
     (20 ms) the thread sends whatever has gathered in one script call, so a busy worker pays a
     fraction of a round trip per success. Until it is sent a key stays ``run:<message id>``,
-    which already makes every other message a duplicate: only a redelivery of the same message
-    id within that window (after a crash) could run again, as after a failed settle.
+    which already makes every other message a duplicate. The broker calls :meth:`flush` before it
+    sends acks (``CallboardRedisBroker.before_ack_flush``), so a message's ack never reaches Redis
+    before its success does: a crash can redeliver only a message whose success was not acked, and
+    that copy finds ``done:`` once the success was sent (only a failed settle leaves ``run:``).
     """
 
     #: Keys per script call (bounds a call's arguments).
@@ -157,6 +159,9 @@ class DeferredSuccesses:
         self.interval = interval
         self._pending: list[tuple[str, str, float]] = []
         self._lock = threading.Lock()
+        # Held from taking a batch until it is sent, so flush() returns only once every success
+        # handed over before the call is in Redis (the loop's batch in flight included).
+        self._sending = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def put(self, key: str, token: str, ttl: float) -> None:
@@ -168,21 +173,25 @@ class DeferredSuccesses:
                 self._thread.start()
 
     def flush(self) -> None:
-        """Send every pending success now (worker shutdown)."""
-        with self._lock:
-            batch, self._pending = self._pending, []
-        self._send(batch)
+        """Send every success handed over so far, and wait for a batch in flight (before acks are
+        sent, and at worker shutdown). Cheap when nothing is pending."""
+        with self._sending:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if batch:
+                self._send(batch)
 
     def _loop(self) -> None:
         # Runs while successes keep coming; an idle process has no thread waking up for nothing.
         while True:
             time.sleep(self.interval)
-            with self._lock:
-                batch, self._pending = self._pending, []
-                if not batch:
-                    self._thread = None
-                    return
-            self._send(batch)
+            with self._sending:
+                with self._lock:
+                    batch, self._pending = self._pending, []
+                    if not batch:
+                        self._thread = None
+                        return
+                self._send(batch)
 
     def _send(self, batch: list[tuple[str, str, float]]) -> None:
         try:

@@ -78,6 +78,7 @@ class Idempotency(Middleware):
         self.redis_timeout = redis_timeout
         self.failover = failover
         self._store: KeyStore | None = None
+        self._deferring = False  # successes batched (see _settle); set with the store
         self._lock = threading.Lock()
 
     @property
@@ -125,13 +126,21 @@ class Idempotency(Middleware):
         with self._lock:
             if self._store is None:
                 client = state_client(broker, get_settings(), timeout=self.redis_timeout)
-                self._store = KeyStore(client, failover=self.failover)
+                store = KeyStore(client, failover=self.failover)
+                hooks = getattr(broker, "before_ack_flush", None)
+                if hooks is not None:  # deferred successes reach Redis before their acks
+                    hooks.append(store.flush)
+                self._deferring = hooks is not None
+                self._store = store
             return self._store
 
     def _settle(self, broker: Broker, claim: Claim, *, success: bool) -> None:
         try:
             if success:
-                self.store(broker).succeed(claim, defer=True)
+                # Deferred only where the broker flushes them before it acks (Callboard's Redis
+                # broker); elsewhere the ack follows at once, so the success is sent first.
+                store = self.store(broker)
+                store.succeed(claim, defer=self._deferring)
             else:
                 self.store(broker).release(claim)
         except (redis.RedisError, SQLAlchemyError, OSError) as error:

@@ -287,3 +287,30 @@ def test_prune_history_reports_what_it_removed_per_store(caplog: pytest.LogCaptu
     assert event.fields == removed  # type: ignore[attr-defined]
     assert key_rows() == 1
     assert json.dumps(removed)  # JSON-able: it is the actor's result
+
+
+def test_a_deferred_success_reaches_redis_before_the_ack_of_its_message(
+    redis_url: str, redis_client: redis.Redis, migrated_database_url: str, tmp_path: Path
+) -> None:
+    from config.settings import load_settings
+    from service.brokers.factory import build_broker
+    from service.middleware.idempotency import Idempotency
+
+    broker = build_broker(load_settings(data_dir=tmp_path), url=redis_url)
+    try:
+        middleware = next(m for m in broker.middleware if isinstance(m, Idempotency))
+        keys = middleware.store(broker)
+        assert keys._deferred is not None
+        keys._deferred.interval = 3600  # the background batch would not come in time
+        key = "d" * 64
+        claim = keys.claim(key, "m1", "ti_once", 60)
+        assert claim is not None
+        # Given a success handed over for later, as a worker thread does after a run
+        keys.succeed(claim, defer=True)
+        assert redis_client.get(PREFIX + key) == b"run:m1"
+        # When the consumer thread sends the message's ack
+        broker.ack_and_fetch("q", ["redis-id-of-m1"], 0)
+        # Then the success was written first: a redelivered copy would find it done
+        assert redis_client.get(PREFIX + key) == b"done:m1"
+    finally:
+        broker.close()
