@@ -20,6 +20,7 @@ import dramatiq
 
 from config.policies import Policy, get_policy
 from config.queues import QUEUES
+from service.aio import is_async, sync_actor_fn
 from service.errors import ConfigurationError
 from service.runtime import get_broker
 
@@ -50,6 +51,7 @@ def policy_options(policy: Policy) -> dict[str, Any]:
         options["idempotency_scope"] = policy.idempotency_scope
     if policy.result_ttl is not None:
         options["result_ttl"] = int(policy.result_ttl * 1000)
+    options["track_status"] = policy.track_status
     return options
 
 
@@ -81,7 +83,8 @@ def actor(
     """Declare ``fn`` as an actor under ``policy`` (a name from ``config/policies.py`` or a Policy).
 
     The queue is the policy's unless ``queue_name`` is given; the priority is the queue's from the
-    catalogue unless given. Raises :class:`ConfigurationError` for an unknown policy or field.
+    catalogue unless given. An ``async def`` ``fn`` runs on the worker's event loop
+    (:mod:`service.aio`). Raises :class:`ConfigurationError` for an unknown policy or field.
     """
 
     def decorate(fn: F) -> dramatiq.Actor[Any, Any]:
@@ -96,7 +99,7 @@ def actor(
         declare: Any = dramatiq.actor  # its overloads do not cover fn plus options
         try:
             return declare(
-                fn,
+                sync_actor_fn(fn) if is_async(fn) else fn,
                 actor_name=actor_name,
                 queue_name=queue,
                 priority=priority if priority is not None else (spec.priority if spec else 0),

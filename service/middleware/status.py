@@ -1,0 +1,145 @@
+"""Status tracking: each message's state, attempts and progress, kept in the state Redis.
+
+Guarantees:
+  * Each attempt a worker takes records ``started`` (attempt number, time), then how it ended:
+    ``succeeded``; ``retrying`` with the next attempt's ``eta`` (as ``Retries`` decided it);
+    ``dead`` with its ``reason`` and a redacted one-line ``error``; ``expired``; ``delayed`` with
+    ``eta`` and reason ``circuit_breaker`` when an open breaker held it back; ``skipped`` (reason
+    ``duplicate``) for an idempotent duplicate. Its ``after`` hooks run after ``Retries``', so
+    the state is the decided one.
+  * Records are written by the process's :class:`~service.status.writer.StatusWriter`: gathered
+    for ``CALLBOARD_STATUS_FLUSH_INTERVAL`` and sent in one pipelined round trip, each kept
+    ``CALLBOARD_STATUS_TTL`` after its last change. What a SIGKILL can lose is stated there.
+  * Nothing is written when a message is sent: a message with no record that is in its queue
+    reads as ``enqueued`` (or ``delayed``) from the broker (:mod:`service.status.lookup`).
+  * A child of a :func:`service.workflows.group` adds one to its group's ``done`` or ``failed``
+    count when it ends for good.
+  * With no state Redis (RabbitMQ without ``CALLBOARD_REDIS_URL``) nothing is recorded.
+
+Options (message → actor → policy):
+  track_status(bool): record this actor's messages. Defaults to True (policy ``track_status``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+from dramatiq import Broker, Middleware
+
+from service.deadletters.capture import death_of
+from service.middleware.options import option
+from service.middleware.outcomes import due, skipped_outcome
+from service.middleware.retries import safe_summary
+from service.redaction import Redactor, sensitive_values
+from service.status import running
+from service.status.records import iso, new_record
+from service.status.writer import StatusWriter
+
+_RUNNING = "_callboard_status"
+
+
+class StatusTracking(Middleware):
+    """Record every message's transitions through a per-process :class:`StatusWriter`.
+
+    Parameters:
+      ttl(float): seconds a record is kept after its last change (``CALLBOARD_STATUS_TTL``).
+      interval(float): seconds between writes (``CALLBOARD_STATUS_FLUSH_INTERVAL``).
+      sensitive_fields(list[str]): what redaction treats as sensitive, for progress notes.
+    """
+
+    def __init__(self, *, ttl: float, interval: float, sensitive_fields: list[str]) -> None:
+        self.ttl = ttl
+        self.interval = interval
+        self.redactor = Redactor(sensitive_fields)
+        self.writer: StatusWriter | None = None
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {"track_status"}
+
+    def attach(self, client: redis.Redis | None) -> None:
+        """Write to ``client`` (the state Redis); ``None`` leaves tracking off."""
+        self.writer = (
+            StatusWriter(client, ttl=self.ttl, interval=self.interval) if client is not None else None
+        )
+
+    def before_process_message(self, broker: Broker, message: Any) -> None:
+        if self.writer is None or not option(broker, message, "track_status", True):
+            return
+        state = running.Running(new_record(message), self.writer, self._scrubber(broker, message))
+        message.__dict__[_RUNNING] = (state, running.enter(state))
+        self.writer.put(state.record)
+
+    def after_process_message(
+        self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
+        state = self._leave(message)
+        if state is None:
+            return
+        record = state.record
+        if exception is None:
+            self._end(state, "succeeded")
+        elif message.failed:
+            self._dead(broker, message, state, exception)
+        else:
+            record["error"] = safe_summary(broker, message, exception)
+            when = due(message)
+            if when is not None:
+                record["eta"] = iso(when[0] / 1000)
+            self._end(state, "retrying")
+
+    def after_skip_message(self, broker: Broker, message: Any) -> None:
+        state = self._leave(message)
+        if state is None:
+            return
+        when = due(message)
+        if message.failed:
+            self._dead(broker, message, state, message._exception)
+        elif when is not None:
+            state.record.update(eta=iso(when[0] / 1000), reason=when[1])
+            self._end(state, "delayed")
+        elif skipped_outcome(message) == "expired":
+            self._end(state, "expired")
+        else:
+            state.record["reason"] = "duplicate"
+            self._end(state, "skipped")
+
+    def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def _dead(self, broker: Broker, message: Any, state: running.Running, error: BaseException | None) -> None:
+        death = death_of(message)
+        state.record["reason"] = death.reason if death is not None else "unknown"
+        if error is not None:
+            state.record["error"] = safe_summary(broker, message, error)
+        self._end(state, "dead")
+
+    @staticmethod
+    def _end(state: running.Running, to: str) -> None:
+        record = state.record
+        record["state"] = to
+        record["updated_at"] = iso(time.time())
+        state.writer.put(record)
+        group_id = record.get("group_id")
+        if group_id and to in ("succeeded", "dead", "expired", "skipped"):
+            state.writer.count(group_id, "done" if to in ("succeeded", "skipped") else "failed")
+
+    @staticmethod
+    def _leave(message: Any) -> running.Running | None:
+        entered = message.__dict__.pop(_RUNNING, None)
+        if entered is None:
+            return None
+        state, token = entered
+        running.leave(token)
+        return state  # type: ignore[no-any-return]
+
+    def _scrubber(self, broker: Broker, message: Any) -> Any:
+        def scrub(text: str) -> str:
+            fn = broker.actors[message.actor_name].fn if message.actor_name in broker.actors else None
+            values = sensitive_values(self.redactor, fn, message.args, message.kwargs)
+            return Redactor.scrub(text, values) or ""
+
+        return scrub

@@ -1,0 +1,126 @@
+"""A worker process's status writes: gathered in memory, sent in one pipeline per interval.
+
+A synchronous write per transition would cost two Redis round trips per message (``started``,
+then how it ended), most of a no-op message's own cost. Instead each transition replaces the
+message's pending record in memory (a dictionary store under a lock), and a thread of the
+writer's own sends everything pending every ``interval`` seconds in one pipelined round trip: one
+``SET ... PX ttl`` per message that changed (a message that starts and ends within one interval
+costs one ``SET``), plus one ``HINCRBY`` per group and outcome. Progress reports go the same way,
+so a tight loop of ``progress()`` calls costs Redis at most one write per interval.
+
+What a crash can lose: a process killed with SIGKILL loses the changes of its last ``interval``
+(0.1 s by default). Its messages are not lost (they run again, and write again); a message that
+succeeded in that window keeps showing its previous state (usually ``started``) until
+``CALLBOARD_STATUS_TTL`` runs out. A clean stop flushes. A write that fails (Redis unreachable)
+is logged as ``status.write_failed`` and dropped: status never fails or delays a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections import Counter
+from typing import Any
+
+import redis
+
+from service.logs import log_event
+from service.status.records import group_key, key
+
+logger = logging.getLogger(__name__)
+
+
+class StatusWriter:
+    """Pending status records and group counts of one process, flushed by a thread.
+
+    Parameters:
+      client(redis.Redis): the state Redis.
+      ttl(float): seconds a record is kept after its last write.
+      interval(float): seconds between flushes while something is pending.
+    """
+
+    def __init__(self, client: redis.Redis, *, ttl: float, interval: float) -> None:
+        self.client = client
+        self.ttl_ms = int(ttl * 1000)
+        self.interval = interval
+        #: Records and group increments sent so far (for tests and benchmarks).
+        self.writes = 0
+        self._records: dict[str, dict[str, Any]] = {}
+        self._groups: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._failing = False
+
+    def put(self, record: dict[str, Any]) -> None:
+        """Write ``record`` (a complete record; a copy is kept) at the next flush."""
+        with self._lock:
+            self._records[record["message_id"]] = dict(record)
+        self._nudge()
+
+    def count(self, group_id: str, field: str) -> None:
+        """Add one to ``field`` (``done`` or ``failed``) of group ``group_id`` at the next flush."""
+        with self._lock:
+            self._groups[(group_id, field)] += 1
+        self._nudge()
+
+    def flush(self) -> None:
+        """Send everything pending now, in one pipelined round trip (the thread calls this)."""
+        with self._lock:
+            records, self._records = self._records, {}
+            groups, self._groups = self._groups, Counter()
+        if not records and not groups:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for message_id, record in records.items():
+            pipe.set(key(message_id), json.dumps(record, default=str), px=self.ttl_ms)
+        for (group_id, field), amount in groups.items():
+            pipe.hincrby(group_key(group_id), field, amount)
+            pipe.pexpire(group_key(group_id), self.ttl_ms)
+        try:
+            pipe.execute()
+        except (redis.RedisError, OSError) as error:
+            if not self._failing:  # once per outage, not once per flush
+                log_event(logger, logging.WARNING, "status.write_failed", error=str(error)[:300])
+            self._failing = True
+            return
+        self._failing = False
+        self.writes += len(records) + len(groups)
+
+    def close(self) -> None:
+        """Flush what is pending and stop the thread (a clean worker stop)."""
+        self._stopping.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        self.flush()
+
+    def _nudge(self) -> None:
+        if self._thread is None or self._pid != os.getpid():  # none yet, or inherited by a fork
+            self._start()
+        self._wake.set()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._run, name="callboard-status", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        # Sleeps until something is pending (no cost while idle), then gathers for one interval.
+        while not self._stopping.is_set():
+            self._wake.wait()
+            self._stopping.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # the thread must outlive one bad flush
+                logger.exception("status flush failed")
