@@ -10,8 +10,10 @@ Guarantees:
   * Records are written by the process's :class:`~service.status.writer.StatusWriter`: gathered
     for ``CALLBOARD_STATUS_FLUSH_INTERVAL`` and sent in one pipelined round trip, each kept
     ``CALLBOARD_STATUS_TTL`` after its last change. What a SIGKILL can lose is stated there.
-  * Nothing is written when a message is sent: a message with no record that is in its queue
-    reads as ``enqueued`` (or ``delayed``) from the broker (:mod:`service.status.lookup`).
+  * A producer records ``enqueued`` (or ``delayed``, with its ``eta``) after the broker has the
+    message, in its own writer: no extra round trip on ``send``'s path, and set only if the
+    message has no record yet, so a late producer flush never hides what a worker recorded. A
+    retry or breaker delay re-enqueued by the running message does not count as a send.
   * A child of a :func:`service.workflows.group` adds one to its group's ``done`` or ``failed``
     count when it ends for good.
   * With no state Redis (RabbitMQ without ``CALLBOARD_REDIS_URL``) nothing is recorded.
@@ -34,7 +36,7 @@ from service.middleware.outcomes import due, skipped_outcome
 from service.middleware.retries import safe_summary
 from service.redaction import Redactor, sensitive_values
 from service.status import running
-from service.status.records import iso, new_record
+from service.status.records import new_record
 from service.status.writer import StatusWriter
 
 _RUNNING = "_callboard_status"
@@ -65,6 +67,18 @@ class StatusTracking(Middleware):
             StatusWriter(client, ttl=self.ttl, interval=self.interval) if client is not None else None
         )
 
+    def after_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
+        if self.writer is None or not option(broker, message, "track_status", True):
+            return
+        now = running.current()
+        if now is not None and now.record["message_id"] == message.message_id:
+            return  # a retry or a delay of the running message: its own hooks record that
+        eta = message.options.get("eta") if delay else None
+        record = new_record(message, "delayed" if eta else "enqueued")
+        if eta:
+            record["eta"] = eta
+        self.writer.put(record, only_if_new=True)
+
     def before_process_message(self, broker: Broker, message: Any) -> None:
         if self.writer is None or not option(broker, message, "track_status", True):
             return
@@ -87,7 +101,7 @@ class StatusTracking(Middleware):
             record["error"] = safe_summary(broker, message, exception)
             when = due(message)
             if when is not None:
-                record["eta"] = iso(when[0] / 1000)
+                record["eta"] = when[0]
             self._end(state, "retrying")
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
@@ -98,7 +112,7 @@ class StatusTracking(Middleware):
         if message.failed:
             self._dead(broker, message, state, message._exception)
         elif when is not None:
-            state.record.update(eta=iso(when[0] / 1000), reason=when[1])
+            state.record.update(eta=when[0], reason=when[1])
             self._end(state, "delayed")
         elif skipped_outcome(message) == "expired":
             self._end(state, "expired")
@@ -121,7 +135,7 @@ class StatusTracking(Middleware):
     def _end(state: running.Running, to: str) -> None:
         record = state.record
         record["state"] = to
-        record["updated_at"] = iso(time.time())
+        record["updated_at"] = time.time()
         state.writer.put(record)
         group_id = record.get("group_id")
         if group_id and to in ("succeeded", "dead", "expired", "skipped"):

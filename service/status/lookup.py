@@ -1,9 +1,8 @@
-"""``status(message_id)``: a message's record, or its place in the broker, its group and result.
+"""``status(message_id)``: a message's record, its group's counts and its stored result.
 
-Reads one record (``GET``); a message with no record is looked up in the Redis broker's queues
-(``HEXISTS`` on each queue's ``.msgs`` and ``.DQ.msgs`` hash, one pipelined round trip), so a
-message that is waiting reads as ``enqueued`` or ``delayed`` although nothing was written when it
-was sent. An id that is a group's (:func:`service.workflows.group`) gives the group's counts.
+One pipelined round trip reads the record and, for an id that is a group's
+(:func:`service.workflows.group`), the group's counts; a record in a group adds its group's
+counts; a finished message of a ``store_results`` actor adds its (redacted) result.
 """
 
 from __future__ import annotations
@@ -13,17 +12,14 @@ import types
 from typing import Any
 
 import redis
-from dramatiq import Broker, Message
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import dq_name
+from dramatiq import Broker
 from dramatiq.results import ResultFailure, ResultMissing
 
-from config.queues import QUEUES
 from config.settings import get_settings
 from service.errors import BadInputError, StatusUnavailableError
-from service.runtime import get_broker, load_actors
+from service.runtime import get_broker
 from service.state import state_client
-from service.status.records import MAX_ID_LENGTH, TERMINAL_STATES, group_key, iso, key
+from service.status.records import MAX_ID_LENGTH, TERMINAL_STATES, group_key, key, readable
 
 
 def status(message_id: str, *, broker: Broker | None = None) -> dict[str, Any] | None:
@@ -56,12 +52,9 @@ def _lookup(broker: Broker, client: redis.Redis, message_id: str) -> dict[str, A
     pipe.get(key(message_id))
     pipe.hgetall(group_key(message_id))
     raw, own_group = pipe.execute()
-    if raw is not None:
-        record: dict[str, Any] = json.loads(raw)
-    else:
-        record = _in_broker(broker, message_id) or {}
-    if not record:
+    if raw is None:
         return _group_status(message_id, own_group) if own_group else None
+    record: dict[str, Any] = readable(json.loads(raw))
     group_id = record.pop("group_id", None)
     if group_id:
         record["group"] = _group(group_id, client.hgetall(group_key(group_id)))
@@ -70,43 +63,6 @@ def _lookup(broker: Broker, client: redis.Redis, message_id: str) -> dict[str, A
         if result is not None:
             record["result"] = result
     return record
-
-
-def _queues(broker: Broker) -> list[str]:
-    load_actors()  # their queues are declared as they load
-    names = set(broker.get_declared_queues()) | set(QUEUES)
-    return sorted(name for name in names if not name.endswith((".DQ", ".XQ")))
-
-
-def _in_broker(broker: Broker, message_id: str) -> dict[str, Any] | None:
-    """``enqueued`` / ``delayed`` when the Redis broker holds the message, else ``None``."""
-    if not isinstance(broker, RedisBroker):
-        return None  # RabbitMQ cannot be asked for one message: it reads as unknown until it runs
-    queues = _queues(broker)
-    pipe = broker.client.pipeline(transaction=False)
-    for queue in queues:
-        pipe.hget(f"{broker.namespace}:{queue}.msgs", message_id)
-        pipe.hget(f"{broker.namespace}:{dq_name(queue)}.msgs", message_id)
-    found = pipe.execute()
-    for index, body in enumerate(found):
-        if body is None:
-            continue
-        message = Message.decode(body)
-        record: dict[str, Any] = {
-            "message_id": message_id,
-            "state": "delayed" if index % 2 else "enqueued",
-            "actor": message.actor_name,
-            "queue": queues[index // 2],
-            "attempts": message.options.get("retries", 0),
-        }
-        eta = message.options.get("eta")
-        if index % 2 and eta:
-            record["eta"] = iso(eta / 1000)
-        group = message.options.get("callboard_group")
-        if isinstance(group, dict) and "id" in group:
-            record["group_id"] = str(group["id"])
-        return record
-    return None
 
 
 def _group(group_id: str, counts: dict[bytes, bytes]) -> dict[str, Any]:
@@ -136,11 +92,8 @@ def _result(broker: Broker, record: dict[str, Any]) -> Any:
         return None
     if backend is None:
         return None
-    queue = record.get("queue")
-    if queue and queue.endswith(".DQ"):
-        queue = queue[: -len(".DQ")]
     stand_in = types.SimpleNamespace(
-        queue_name=queue, actor_name=record.get("actor"), message_id=record["message_id"]
+        queue_name=record.get("queue"), actor_name=record.get("actor"), message_id=record["message_id"]
     )
     try:
         return {"value": backend.get_result(stand_in)}

@@ -11,12 +11,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from dramatiq.common import q_name
+
 PREFIX = "callboard:status:"
 GROUP_PREFIX = "callboard:status:group:"
 
 #: Every state, in the order a message can pass through them.
 STATES = (
-    "enqueued",  # in its queue (derived from the broker: nothing is written per send)
+    "enqueued",  # in its queue (written by the producer, in the background)
     "delayed",  # due later: sent with a delay, or held back by an open circuit breaker
     "started",  # a worker runs it
     "retrying",  # an attempt failed; the next one is due at ``eta``
@@ -48,17 +50,31 @@ def iso(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, UTC).isoformat(timespec="milliseconds")
 
 
-def new_record(message: Any) -> dict[str, Any]:
-    """The record of ``message`` as an attempt starts."""
+def new_record(message: Any, state: str = "started") -> dict[str, Any]:
+    """The record of ``message`` as an attempt starts (or, with ``state``, as it is enqueued).
+
+    Times are kept as epoch numbers (``updated_at`` in seconds, ``eta`` in milliseconds) and
+    turned into ISO 8601 when read: formatting costs more than the rest of a write.
+    """
     group = message.options.get("callboard_group")
     record: dict[str, Any] = {
         "message_id": message.message_id,
-        "state": "started",
+        "state": state,
         "actor": message.actor_name,
-        "queue": message.queue_name,
-        "attempts": message.options.get("retries", 0) + 1,
-        "updated_at": iso(time.time()),
+        "queue": q_name(message.queue_name),
+        "attempts": message.options.get("retries", 0) + (1 if state == "started" else 0),
+        "updated_at": time.time(),
     }
     if isinstance(group, dict) and "id" in group:
         record["group_id"] = str(group["id"])
     return record
+
+
+def readable(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with its epoch times as ISO 8601."""
+    shown = dict(record)
+    if isinstance(shown.get("updated_at"), int | float):
+        shown["updated_at"] = iso(shown["updated_at"])
+    if isinstance(shown.get("eta"), int | float):
+        shown["eta"] = iso(shown["eta"] / 1000)
+    return shown

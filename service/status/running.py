@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from service.status.records import iso
 from service.status.writer import StatusWriter
 
 #: Longest progress note kept, in characters.
@@ -74,5 +73,5 @@ def progress(current: float, total: float | None = None, note: str | None = None
         report["note"] = running.scrub(text) if running.scrub is not None else text
     record = running.record
     record["progress"] = report
-    record["updated_at"] = iso(time.time())
+    record["updated_at"] = time.time()
     running.writer.put(record)

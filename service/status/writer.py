@@ -4,9 +4,12 @@ A synchronous write per transition would cost two Redis round trips per message 
 then how it ended), most of a no-op message's own cost. Instead each transition replaces the
 message's pending record in memory (a dictionary store under a lock), and a thread of the
 writer's own sends everything pending every ``interval`` seconds in one pipelined round trip: one
-``SET ... PX ttl`` per message that changed (a message that starts and ends within one interval
-costs one ``SET``), plus one ``HINCRBY`` per group and outcome. Progress reports go the same way,
-so a tight loop of ``progress()`` calls costs Redis at most one write per interval.
+script call per 1,000 records that sets each (``SET ... PX ttl``; a message that starts and ends
+within one interval is set once), plus one ``HINCRBY`` per group and outcome. Progress reports go
+the same way, so a tight loop of ``progress()`` calls costs Redis at most one write per interval.
+
+Producers write ``enqueued`` / ``delayed`` the same way, as set-if-absent (``NX``): a worker's
+record of the same message, whenever it lands, is never overwritten by a late producer flush.
 
 What a crash can lose: a process killed with SIGKILL loses the changes of its last ``interval``
 (0.1 s by default). Its messages are not lost (they run again, and write again); a message that
@@ -17,10 +20,12 @@ is logged as ``status.write_failed`` and dropped: status never fails or delays a
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
 import threading
+import weakref
 from collections import Counter
 from typing import Any
 
@@ -30,6 +35,31 @@ from service.logs import log_event
 from service.status.records import group_key, key
 
 logger = logging.getLogger(__name__)
+
+#: Records per script call (a call runs atomically in Redis: keep each one short).
+CHUNK = 1000
+
+#: KEYS: the records' keys; ARGV[1]: TTL in ms, then per key its JSON and ``nx`` or ``set``.
+_SET_RECORDS = """
+local ttl = ARGV[1]
+for i = 1, #KEYS do
+    if ARGV[i * 2 + 1] == "nx" then
+        redis.call("set", KEYS[i], ARGV[i * 2], "PX", ttl, "NX")
+    else
+        redis.call("set", KEYS[i], ARGV[i * 2], "PX", ttl)
+    end
+end
+return #KEYS
+"""
+
+_writers: weakref.WeakSet[StatusWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    # A producer that sends and exits (``callboard send``) still writes what it sent.
+    for writer in list(_writers):
+        writer.flush()
 
 
 class StatusWriter:
@@ -47,7 +77,7 @@ class StatusWriter:
         self.interval = interval
         #: Records and group increments sent so far (for tests and benchmarks).
         self.writes = 0
-        self._records: dict[str, dict[str, Any]] = {}
+        self._records: dict[str, tuple[dict[str, Any], bool]] = {}  # id -> (record, only if new)
         self._groups: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -55,11 +85,17 @@ class StatusWriter:
         self._thread: threading.Thread | None = None
         self._pid = 0
         self._failing = False
+        self._script = client.register_script(_SET_RECORDS)
+        _writers.add(self)
 
-    def put(self, record: dict[str, Any]) -> None:
-        """Write ``record`` (a complete record; a copy is kept) at the next flush."""
+    def put(self, record: dict[str, Any], *, only_if_new: bool = False) -> None:
+        """Write ``record`` (a complete record; a copy is kept) at the next flush; with
+        ``only_if_new``, only if the message has no record yet (a producer's ``enqueued``)."""
+        message_id = record["message_id"]
         with self._lock:
-            self._records[record["message_id"]] = dict(record)
+            if only_if_new and message_id in self._records:
+                return
+            self._records[message_id] = (dict(record), only_if_new)
         self._nudge()
 
     def count(self, group_id: str, field: str) -> None:
@@ -76,8 +112,14 @@ class StatusWriter:
         if not records and not groups:
             return
         pipe = self.client.pipeline(transaction=False)
-        for message_id, record in records.items():
-            pipe.set(key(message_id), json.dumps(record, default=str), px=self.ttl_ms)
+        items = list(records.items())
+        for start in range(0, len(items), CHUNK):
+            keys: list[str] = []
+            args: list[Any] = [self.ttl_ms]
+            for message_id, (record, only_if_new) in items[start : start + CHUNK]:
+                keys.append(key(message_id))
+                args += [json.dumps(record, default=str), "nx" if only_if_new else "set"]
+            self._script(keys=keys, args=args, client=pipe)
         for (group_id, field), amount in groups.items():
             pipe.hincrby(group_key(group_id), field, amount)
             pipe.pexpire(group_key(group_id), self.ttl_ms)
