@@ -55,6 +55,19 @@ def policy_options(policy: Policy) -> dict[str, Any]:
     return options
 
 
+def origin(fn: Any) -> str:
+    """``module:qualname`` of an actor's function (the coroutine function of an async actor)."""
+    fn = getattr(fn, "__wrapped__", fn)
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def first_declaration(name: str) -> str:
+    """`` (first declared by module:qualname)`` when an actor called ``name`` exists, else ``""``:
+    Dramatiq refuses a second actor of a name without saying where the first one is."""
+    existing = get_broker().actors.get(name)
+    return f" (first declared by {origin(existing.fn)})" if existing is not None else ""
+
+
 @overload
 def actor(fn: F) -> dramatiq.Actor[Any, Any]: ...
 
@@ -106,8 +119,9 @@ def actor(
                 broker=get_broker(),
                 **{**policy_options(chosen), **overrides},
             )
-        except ValueError as error:  # Dramatiq refuses options no middleware declares
-            raise ConfigurationError(f"actor {actor_name or fn.__name__}: {error}") from None
+        except ValueError as error:  # options no middleware declares, or a name already taken
+            name = actor_name or fn.__name__
+            raise ConfigurationError(f"actor {name}: {error}{first_declaration(name)}") from None
 
     if fn is not None:
         return decorate(fn)

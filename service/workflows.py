@@ -35,7 +35,7 @@ __all__ = ["group", "pipeline"]
 GROUP_OPTION = "callboard_group"
 
 
-class group(dramatiq.group):  # noqa: N801 - the name users know from Dramatiq and Celery
+class group(dramatiq.group):  # lower case: the name users know from Dramatiq and Celery
     """Dramatiq's ``group`` whose progress is visible through ``status(group.group_id)``.
 
     Parameters:
@@ -74,4 +74,3 @@ class group(dramatiq.group):  # noqa: N801 - the name users know from Dramatiq a
         self.children = tagged
         super().run(delay=delay)
         return self
-

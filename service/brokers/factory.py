@@ -16,7 +16,6 @@ from service.middleware.context import MessageContext
 from service.middleware.expiry import Expiry
 from service.middleware.handback import HandBack
 from service.middleware.idempotency import Idempotency
-from service.middleware.inventory import ActorInventory
 from service.middleware.metrics import Metrics
 from service.middleware.recycle import Recycle
 from service.middleware.results import ResultStorage
@@ -55,7 +54,7 @@ def build_middleware(settings: Settings) -> list[Middleware]:
        (Dramatiq's): ``on_success`` / ``on_failure``, ``pipeline()``, group completion callbacks
        (a barrier on the state Redis), ``notify_shutdown`` and the event loop of ``async def``
        actors work as in plain Dramatiq (as there, ``on_failure`` fires after every failed
-       attempt, retried ones included). ``ActorInventory`` notes who declared each actor.
+       attempt, retried ones included).
     5. ``RunMarkers``: clears a scheduled run's overlap mark once it ends for good; its ``after``
        hooks run after Retries', so a failure that will be retried keeps the mark.
     6. ``Expiry``: skips messages past their ``max_age`` before any work (not a failure).
@@ -91,7 +90,6 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         GroupCallbacks(None),  # type: ignore[arg-type]  # its barrier backend is attached below
         ShutdownNotifications(),
         AsyncIO(),
-        ActorInventory(),
         RunMarkers(),
         Expiry(),
         Idempotency(redis_timeout=settings.idempotency_redis_timeout, failover=settings.idempotency_failover),

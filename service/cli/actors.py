@@ -1,18 +1,20 @@
 """``callboard actors [--json]``: every registered actor with its module, queue, policy and the
-effective retry, time-limit, idempotency, breaker, result and status settings; flags an actor
-name declared by two functions (exit 1 then)."""
+effective retry, time-limit, idempotency, breaker, result and status settings.
+
+Two actors with one name never get this far: Dramatiq refuses the second declaration, and loading
+fails with one line naming both (exit 2), here and in every other command, the worker included.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 from config.policies import DEFAULT_POLICY
 from config.settings import get_settings
+from service.actors import origin
 from service.aio import is_async
 from service.cli.output import print_rows
-from service.middleware.inventory import ActorInventory, origin
 from service.runtime import get_broker, load_actors
 
 COLUMNS = (
@@ -28,7 +30,6 @@ COLUMNS = (
     "store_results",
     "track_status",
     "async",
-    "duplicate",
 )
 
 PLAIN = "default (plain dramatiq)"
@@ -53,13 +54,12 @@ def _breaker(value: Any) -> str | None:
     return f"per message ({getattr(value, '__name__', 'callable')})"
 
 
-def actor_row(actor: Any, clashes: dict[str, list[str]]) -> dict[str, Any]:
+def actor_row(actor: Any) -> dict[str, Any]:
     """The effective settings of one actor, as the middleware resolves them (actor → policy →
     middleware default)."""
     options = actor.options
     hard = _seconds(options, "time_limit", DEFAULT_POLICY.time_limit)
     scope = options.get("idempotency_scope")
-    declared = clashes.get(actor.actor_name, [origin(actor.fn)])
     return {
         "actor": actor.actor_name,
         "module": origin(actor.fn).split(":", 1)[0],
@@ -82,8 +82,7 @@ def actor_row(actor: Any, clashes: dict[str, list[str]]) -> dict[str, Any]:
         "track_status": bool(options.get("track_status", True)),
         "max_age_s": _seconds(options, "max_age", 0) or None,
         "async": is_async(getattr(actor.fn, "__wrapped__", actor.fn)),
-        "duplicate": len(declared) > 1,
-        "declared_in": declared,
+        "function": origin(actor.fn),
     }
 
 
@@ -97,20 +96,10 @@ def actor_rows() -> list[dict[str, Any]]:
     """One row per registered actor, sorted by name."""
     load_actors()
     broker = get_broker()
-    inventory = next((each for each in broker.middleware if isinstance(each, ActorInventory)), None)
-    clashes = inventory.clashes() if inventory is not None else {}
-    return [actor_row(broker.get_actor(name), clashes) for name in sorted(broker.get_declared_actors())]
+    return [actor_row(broker.get_actor(name)) for name in sorted(broker.get_declared_actors())]
 
 
 def run_actors(args: argparse.Namespace) -> int:
-    """Print the actor table; 1 when an actor name is declared by two functions."""
-    rows = actor_rows()
-    print_rows(rows, COLUMNS, args.json)
-    duplicates = [row for row in rows if row["duplicate"]]
-    for row in duplicates:
-        print(
-            f"callboard: actor {row['actor']!r} is declared by {' and '.join(row['declared_in'])}; "
-            "only the last declaration runs",
-            file=sys.stderr,
-        )
-    return 1 if duplicates else 0
+    """Print the actor table."""
+    print_rows(actor_rows(), COLUMNS, args.json)
+    return 0

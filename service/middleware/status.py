@@ -124,7 +124,9 @@ class StatusTracking(Middleware):
         if self.writer is not None:
             self.writer.close()
 
-    def _dead(self, broker: Broker, message: Any, state: running.Running, error: BaseException | None) -> None:
+    def _dead(
+        self, broker: Broker, message: Any, state: running.Running, error: BaseException | None
+    ) -> None:
         death = death_of(message)
         state.record["reason"] = death.reason if death is not None else "unknown"
         if error is not None:
@@ -148,7 +150,7 @@ class StatusTracking(Middleware):
             return None
         state, token = entered
         running.leave(token)
-        return state  # type: ignore[no-any-return]
+        return state
 
     def _scrubber(self, broker: Broker, message: Any) -> Any:
         def scrub(text: str) -> str:

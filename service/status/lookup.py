@@ -40,7 +40,9 @@ def status(message_id: str, *, broker: Broker | None = None) -> dict[str, Any] |
     broker = broker or get_broker()
     client = state_client(broker, get_settings())
     if client is None:
-        raise StatusUnavailableError("status needs a state Redis: set CALLBOARD_REDIS_URL (the broker is not Redis)")
+        raise StatusUnavailableError(
+            "status needs a state Redis: set CALLBOARD_REDIS_URL (the broker is not Redis)"
+        )
     try:
         return _lookup(broker, client, message_id)
     except (redis.RedisError, OSError) as error:
@@ -65,8 +67,8 @@ def _lookup(broker: Broker, client: redis.Redis, message_id: str) -> dict[str, A
     return record
 
 
-def _group(group_id: str, counts: dict[bytes, bytes]) -> dict[str, Any]:
-    values = {name.decode(): int(value) for name, value in counts.items()}
+def _group(group_id: str, counts: dict[Any, Any]) -> dict[str, Any]:
+    values = {_text(name): int(value) for name, value in counts.items()}
     return {
         "id": group_id,
         "done": values.get("done", 0),
@@ -75,7 +77,11 @@ def _group(group_id: str, counts: dict[bytes, bytes]) -> dict[str, Any]:
     }
 
 
-def _group_status(group_id: str, counts: dict[bytes, bytes]) -> dict[str, Any]:
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _group_status(group_id: str, counts: dict[Any, Any]) -> dict[str, Any]:
     group = _group(group_id, counts)
     finished = group["done"] + group["failed"]
     state = "running"

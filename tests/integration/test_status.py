@@ -27,7 +27,9 @@ MODULES = "tests.support.actors,tests.support.status_actors"
 
 
 @pytest.fixture
-def env(worker_env: dict[str, str], redis_producer: Broker, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def env(
+    worker_env: dict[str, str], redis_producer: Broker, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
     """This process configured like the workers, producing the status test actors."""
     adopt_actors(status_actors, redis_producer)
     return configure_process({**worker_env, "CALLBOARD_ACTOR_MODULES": MODULES}, monkeypatch)
