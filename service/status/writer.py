@@ -62,6 +62,14 @@ def _flush_all() -> None:
         writer.flush()
 
 
+def _after_fork() -> None:
+    for writer in list(_writers):
+        writer._forget_thread()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 class StatusWriter:
     """Pending status records and group counts of one process, flushed by a thread.
 
@@ -83,7 +91,6 @@ class StatusWriter:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pid = 0
         self._failing = False
         self._script = client.register_script(_SET_RECORDS)
         _writers.add(self)
@@ -143,15 +150,22 @@ class StatusWriter:
         self.flush()
 
     def _nudge(self) -> None:
-        if self._thread is None or self._pid != os.getpid():  # none yet, or inherited by a fork
+        if self._thread is None:
             self._start()
-        self._wake.set()
+        if not self._wake.is_set():  # a flag read; setting takes the event's lock
+            self._wake.set()
+
+    def _forget_thread(self) -> None:
+        # In a forked child the parent's thread does not exist: start one on the next change.
+        self._thread = None
+        self._records, self._groups = {}, Counter()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
 
     def _start(self) -> None:
         with self._lock:
-            if self._thread is not None and self._pid == os.getpid():
+            if self._thread is not None:
                 return
-            self._pid = os.getpid()
             self._stopping.clear()
             self._thread = threading.Thread(target=self._run, name="callboard-status", daemon=True)
             self._thread.start()

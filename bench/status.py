@@ -1,0 +1,86 @@
+"""What status tracking and result storage cost a message: Callboard with each on against off.
+
+    .venv/bin/python bench/status.py [--pairs 5] [--messages 20000]
+
+Three sides, all ``callboard worker`` without recycling, alternated in rounds (each run in a fresh
+private Redis and driver, as ``throughput.py`` measures one run), so drift of the machine hits
+every side alike: ``callboard-norecycle`` (status tracking on, as shipped),
+``callboard-norecycle-nostatus`` (``track_status=False`` for the no-op actor) and
+``callboard-norecycle-results`` (status on and ``store_results=True``). Per round it reports the
+drain rate, the worker process tree's CPU per message and the enqueue rates (``send()``,
+``actor.send()``, ``send_many()``: the producer records ``enqueued`` too), and the medians of
+the ratios to the status-off side. No-op messages make this the worst case.
+
+Target (issue 9): status tracking costs at most 5 % of throughput (drain on / off >= 0.95).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness import alternate, median, results_dir, table
+
+THROUGHPUT = Path(__file__).resolve().with_name("throughput.py")
+ON, OFF, RESULTS = "callboard-norecycle", "callboard-norecycle-nostatus", "callboard-norecycle-results"
+
+#: The issue's target: status tracking costs at most 5 % of throughput.
+TARGET = 0.95
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Alternate the three sides ``--pairs`` times and print the ratios to status off."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=5, help="rounds (default 5)")
+    parser.add_argument("--messages", type=int, default=20_000, help="messages per run (default 20000)")
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args(argv)
+    directory = results_dir("status")
+    options = [f"--processes={args.processes}", f"--threads={args.threads}", f"--messages={args.messages}"]
+    print(f"status: {args.pairs} rounds of {args.messages} no-op messages; logs in {directory}", flush=True)
+    rounds = alternate(THROUGHPUT, (ON, OFF, RESULTS), options, args.pairs, directory)
+    ratios: dict[str, dict[str, list[float]]] = {ON: {}, RESULTS: {}}
+    rows = []
+    for number, runs in enumerate(rounds, 1):
+        off = runs[OFF]
+        for side in (ON, RESULTS):
+            run = runs[side]
+            measured = {
+                "drain": run["drain_per_s"] / off["drain_per_s"],
+                "worker CPU/msg": run["worker_cpu_us_per_message"] / off["worker_cpu_us_per_message"],
+                **{
+                    f"enqueue {label}": rate / off["enqueue_per_s"][label]
+                    for label, rate in run["enqueue_per_s"].items()
+                },
+            }
+            for name, value in measured.items():
+                ratios[side].setdefault(name, []).append(value)
+            rows.append(
+                [
+                    str(number),
+                    side,
+                    f"{run['drain_per_s']:,.0f} / {off['drain_per_s']:,.0f}",
+                    f"{measured['drain']:.3f}",
+                    f"{run['worker_cpu_us_per_message']:.0f} / {off['worker_cpu_us_per_message']:.0f}",
+                    f"{measured['worker CPU/msg']:.3f}",
+                ]
+            )
+    print()
+    print(table(["round", "side", "drain msg/s side / off", "ratio", "worker CPU us/msg", "ratio"], rows))
+    print()
+    summary = [
+        [side, name, f"{median(values):.3f}"] for side in ratios for name, values in ratios[side].items()
+    ]
+    print(table(["side", "measure", "median ratio to status off"], summary))
+    drain = median(ratios[ON]["drain"])
+    verdict = "met" if drain >= TARGET else "NOT met"
+    print(f"\nstatus on / off drain: median {drain:.3f} (target >= {TARGET}: {verdict})")
+    (directory / "summary.json").write_text(json.dumps({"rounds": rounds, "ratios": ratios}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
