@@ -67,7 +67,7 @@ def sync_actor_fn(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]
         return run_sync(_with_status(fn(*args, **kwargs), running.current()))
 
     # A plain function to Dramatiq (it would wrap a coroutine function its own way); its
-    # ``__wrapped__`` keeps ``fn``'s signature for argument checks and the actor inventory.
+    # ``__wrapped__`` keeps ``fn``'s signature for argument checks and ``callboard actors``.
     return run_async_actor
 
 

@@ -83,8 +83,9 @@ class StatusTracking(Middleware):
         if self.writer is None or not option(broker, message, "track_status", True):
             return
         state = running.Running(new_record(message), self.writer, self._scrubber(broker, message))
-        message.__dict__[_RUNNING] = (state, running.enter(state))
-        self.writer.put(state.record)
+        running.enter(state)
+        message.__dict__[_RUNNING] = state
+        self.writer.start(state.record)
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
@@ -138,18 +139,16 @@ class StatusTracking(Middleware):
         record = state.record
         record["state"] = to
         record["updated_at"] = time.time()
-        state.writer.put(record)
+        state.writer.end(record)
         group_id = record.get("group_id")
         if group_id and to in ("succeeded", "dead", "expired", "skipped"):
             state.writer.count(group_id, "done" if to in ("succeeded", "skipped") else "failed")
 
     @staticmethod
     def _leave(message: Any) -> running.Running | None:
-        entered = message.__dict__.pop(_RUNNING, None)
-        if entered is None:
-            return None
-        state, token = entered
-        running.leave(token)
+        state: running.Running | None = message.__dict__.pop(_RUNNING, None)
+        if state is not None:
+            running.leave()
         return state
 
     def _scrubber(self, broker: Broker, message: Any) -> Any:

@@ -56,13 +56,15 @@ def new_record(message: Any, state: str = "started") -> dict[str, Any]:
     Times are kept as epoch numbers (``updated_at`` in seconds, ``eta`` in milliseconds) and
     turned into ISO 8601 when read: formatting costs more than the rest of a write.
     """
-    group = message.options.get("callboard_group")
+    message = getattr(message, "_message", message)  # a worker's MessageProxy: skip its lookups
+    options = message.options
+    group = options.get("callboard_group")
     record: dict[str, Any] = {
         "message_id": message.message_id,
         "state": state,
         "actor": message.actor_name,
         "queue": q_name(message.queue_name),
-        "attempts": message.options.get("retries", 0) + (1 if state == "started" else 0),
+        "attempts": options.get("retries", 0) + (1 if state == "started" else 0),
         "updated_at": time.time(),
     }
     if isinstance(group, dict) and "id" in group:

@@ -37,19 +37,13 @@ def current() -> Running | None:
     return _running.get()
 
 
-def enter(running: Running | None) -> contextvars.Token[Running | None]:
+def enter(running: Running | None) -> None:
     """Make ``running`` the current message of this context (until :func:`leave`)."""
-    return _running.set(running)
+    _running.set(running)
 
 
-def leave(token: contextvars.Token[Running | None] | None = None) -> None:
-    """Forget the current message (``token`` restores what :func:`enter` replaced)."""
-    if token is not None:
-        try:
-            _running.reset(token)
-            return
-        except ValueError:  # a token of another context: just clear
-            pass
+def leave() -> None:
+    """Forget the current message (a thread runs one message at a time)."""
     _running.set(None)
 
 

@@ -32,24 +32,30 @@ from typing import Any
 import redis
 
 from service.logs import log_event
-from service.status.records import group_key, key
+from service.status.records import PREFIX, group_key
 
 logger = logging.getLogger(__name__)
 
 #: Records per script call (a call runs atomically in Redis: keep each one short).
 CHUNK = 1000
 
-#: KEYS: the records' keys; ARGV[1]: TTL in ms, then per key its JSON and ``nx`` or ``set``.
+#: ARGV[1]: TTL in ms; ARGV[2]: the key prefix; ARGV[3]: one line per record,
+#: ``<nx|set>\t<message id>\t<JSON>`` (JSON escapes tabs and newlines). One argument instead of
+#: three per record: packing arguments is most of a write's client-side cost. The keys are built
+#: in the script, so this does not run on a Redis Cluster (the state Redis is one server).
 _SET_RECORDS = """
-local ttl = ARGV[1]
-for i = 1, #KEYS do
-    if ARGV[i * 2 + 1] == "nx" then
-        redis.call("set", KEYS[i], ARGV[i * 2], "PX", ttl, "NX")
+local ttl, prefix = ARGV[1], ARGV[2]
+local count = 0
+for line in string.gmatch(ARGV[3], "[^\\n]+") do
+    local mode, id, value = string.match(line, "^(%a+)\\t([^\\t]+)\\t(.*)$")
+    if mode == "nx" then
+        redis.call("set", prefix .. id, value, "PX", ttl, "NX")
     else
-        redis.call("set", KEYS[i], ARGV[i * 2], "PX", ttl)
+        redis.call("set", prefix .. id, value, "PX", ttl)
     end
+    count = count + 1
 end
-return #KEYS
+return count
 """
 
 _writers: weakref.WeakSet[StatusWriter] = weakref.WeakSet()
@@ -86,6 +92,10 @@ class StatusWriter:
         #: Records and group increments sent so far (for tests and benchmarks).
         self.writes = 0
         self._records: dict[str, tuple[dict[str, Any], bool]] = {}  # id -> (record, only if new)
+        # Records of attempts that started since the last flush, by message id: kept without a
+        # lock or a copy (one dictionary store, atomic under the GIL), and written by the next
+        # flush only if the attempt is still running then (a fast message is written once, done).
+        self._started: dict[str, dict[str, Any]] = {}
         self._groups: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -105,6 +115,19 @@ class StatusWriter:
             self._records[message_id] = (dict(record), only_if_new)
         self._nudge()
 
+    def start(self, record: dict[str, Any]) -> None:
+        """Note a ``started`` record: written at the next flush unless :meth:`end` comes first.
+
+        Until then the caller must only replace values in ``record`` (never add keys).
+        """
+        self._started[record["message_id"]] = record
+        self._nudge()
+
+    def end(self, record: dict[str, Any]) -> None:
+        """Write ``record``, the attempt's last state, at the next flush."""
+        self._started.pop(record["message_id"], None)
+        self.put(record)
+
     def count(self, group_id: str, field: str) -> None:
         """Add one to ``field`` (``done`` or ``failed``) of group ``group_id`` at the next flush."""
         with self._lock:
@@ -113,20 +136,26 @@ class StatusWriter:
 
     def flush(self) -> None:
         """Send everything pending now, in one pipelined round trip (the thread calls this)."""
+        # Started records first: an attempt that ends meanwhile has its end in ``records`` (taken
+        # after), so the end is written after its start, or in the next flush.
+        started = []
+        for message_id in list(self._started):
+            record = self._started.pop(message_id, None)
+            if record is not None:
+                started.append((message_id, (dict(record), False)))
         with self._lock:
             records, self._records = self._records, {}
             groups, self._groups = self._groups, Counter()
-        if not records and not groups:
+        if not records and not groups and not started:
             return
         pipe = self.client.pipeline(transaction=False)
-        items = list(records.items())
+        items = started + list(records.items())
         for start in range(0, len(items), CHUNK):
-            keys: list[str] = []
-            args: list[Any] = [self.ttl_ms]
-            for message_id, (record, only_if_new) in items[start : start + CHUNK]:
-                keys.append(key(message_id))
-                args += [json.dumps(record, default=str), "nx" if only_if_new else "set"]
-            self._script(keys=keys, args=args, client=pipe)
+            lines = "\n".join(
+                f"{'nx' if only_if_new else 'set'}\t{message_id}\t{json.dumps(record)}"
+                for message_id, (record, only_if_new) in items[start : start + CHUNK]
+            )
+            self._script(keys=[], args=[self.ttl_ms, PREFIX, lines], client=pipe)
         for (group_id, field), amount in groups.items():
             pipe.hincrby(group_key(group_id), field, amount)
             pipe.pexpire(group_key(group_id), self.ttl_ms)
@@ -138,7 +167,7 @@ class StatusWriter:
             self._failing = True
             return
         self._failing = False
-        self.writes += len(records) + len(groups)
+        self.writes += len(items) + len(groups)
 
     def close(self) -> None:
         """Flush what is pending and stop the thread (a clean worker stop)."""
@@ -158,7 +187,7 @@ class StatusWriter:
     def _forget_thread(self) -> None:
         # In a forked child the parent's thread does not exist: start one on the next change.
         self._thread = None
-        self._records, self._groups = {}, Counter()
+        self._records, self._groups, self._started = {}, Counter(), {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
 
