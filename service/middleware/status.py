@@ -108,6 +108,9 @@ class StatusTracking(Middleware):
     def after_skip_message(self, broker: Broker, message: Any) -> None:
         state = self._leave(message)
         if state is None:
+            if message.failed and self.writer is not None:  # rejected before our before hook ran
+                state = running.Running(new_record(message), self.writer)
+                self._dead(broker, message, state, message._exception)
             return
         when = due(message)
         if message.failed:

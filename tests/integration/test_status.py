@@ -161,3 +161,34 @@ def test_a_flood_of_progress_calls_is_rate_limited(start_worker: StartWorker) ->
     assert flooded["writes"] < 200_000 / 100
     done = state_becomes(message_id, "succeeded")
     assert done["progress"] == {"current": 200_000, "total": 200_000}
+
+
+def test_a_producers_late_write_never_hides_a_workers_record(redis_client: redis.Redis) -> None:
+    from service.status.writer import StatusWriter
+
+    worker, producer = (StatusWriter(redis_client, ttl=60, interval=0.05) for _ in range(2))
+    # The worker's record lands first (the producer's flush is late)
+    worker.end({"message_id": "m1", "state": "succeeded", "attempts": 1})
+    worker.flush()
+    producer.put({"message_id": "m1", "state": "enqueued", "attempts": 0}, only_if_new=True)
+    producer.put({"message_id": "m2", "state": "enqueued", "attempts": 0}, only_if_new=True)
+    producer.flush()
+    assert json.loads(redis_client.get(key("m1")) or b"{}")["state"] == "succeeded"
+    assert json.loads(redis_client.get(key("m2")) or b"{}")["state"] == "enqueued"
+    # Within one process, a later change replaces a pending "enqueued"; never the reverse
+    producer.put({"message_id": "m3", "state": "started", "attempts": 1})
+    producer.put({"message_id": "m3", "state": "enqueued", "attempts": 0}, only_if_new=True)
+    producer.flush()
+    assert json.loads(redis_client.get(key("m3")) or b"{}")["state"] == "started"
+    for writer in (worker, producer):
+        writer.close()
+
+
+def test_progress_refuses_bad_numbers_and_does_nothing_outside_an_actor() -> None:
+    from service import progress
+
+    with pytest.raises(ValueError, match="finite number"):
+        progress(float("nan"), 10)
+    with pytest.raises(ValueError, match="finite number"):
+        progress(1, -1)
+    progress(1, 10, note="no actor running: ignored")

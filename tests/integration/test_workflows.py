@@ -10,43 +10,24 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from dramatiq import Broker
 from dramatiq.asyncio import EventLoopThread, set_event_loop_thread
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from service import run_sync, status
 from service.workflows import group, pipeline
-from tests.conftest import configure_process
 from tests.integration.conftest import StartWorker
-from tests.integration.test_status import state_becomes
+
+# The status tests' fixture and helpers: the same actors, the same worker.
+from tests.integration.test_status import env, start, state_becomes  # noqa: F401 - env is a fixture
 from tests.support import status_actors as sa
 from tests.support.actors import QUEUE
-from tests.support.processes import CallboardProcess
-from tests.support.producer import adopt_actors
 from tests.support.records import entries
 from tests.support.waiting import wait_until
 
-MODULES = "tests.support.actors,tests.support.status_actors"
-
-
-@pytest.fixture
-def env(
-    worker_env: dict[str, str], redis_producer: Broker, monkeypatch: pytest.MonkeyPatch
-) -> dict[str, str]:
-    """This process configured like the workers, producing the workflow test actors."""
-    adopt_actors(sa, redis_producer)
-    return configure_process({**worker_env, "CALLBOARD_ACTOR_MODULES": MODULES}, monkeypatch)
-
-
-def start(start_worker: StartWorker, **env: str) -> CallboardProcess:
-    return start_worker(CALLBOARD_ACTOR_MODULES=MODULES, **env)
-
 
 @pytest.mark.usefixtures("env")
-def test_a_pipeline_of_three_actors_passes_results_along(
-    start_worker: StartWorker, redis_producer: Broker
-) -> None:
+def test_a_pipeline_of_three_actors_passes_results_along(start_worker: StartWorker) -> None:
     start(start_worker)
     # chain(double.s(5), add.s(3), describe.s()) in Celery's words
     steps = pipeline([sa.tw_double.message(5), sa.tw_add.message(3), sa.tw_describe.message("piped")])
