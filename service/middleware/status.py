@@ -34,7 +34,7 @@ from service.deadletters.capture import death_of
 from service.middleware.options import option
 from service.middleware.outcomes import due, skipped_outcome
 from service.middleware.retries import safe_summary
-from service.redaction import Redactor, sensitive_values
+from service.redaction import Redactor
 from service.status import running
 from service.status.records import new_record
 from service.status.writer import StatusWriter
@@ -56,6 +56,7 @@ class StatusTracking(Middleware):
         self.interval = interval
         self.redactor = Redactor(sensitive_fields)
         self.writer: StatusWriter | None = None
+        self._by_actor: dict[str, bool] = {}
 
     @property
     def actor_options(self) -> set[str]:
@@ -68,7 +69,7 @@ class StatusTracking(Middleware):
         )
 
     def after_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
-        if self.writer is None or not option(broker, message, "track_status", True):
+        if self.writer is None or not self._tracked(broker, message):
             return
         now = running.current()
         if now is not None and now.record["message_id"] == message.message_id:
@@ -80,9 +81,9 @@ class StatusTracking(Middleware):
         self.writer.put(record, only_if_new=True)
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        if self.writer is None or not option(broker, message, "track_status", True):
+        if self.writer is None or not self._tracked(broker, message):
             return
-        state = running.Running(new_record(message), self.writer, self._scrubber(broker, message))
+        state = running.Running(new_record(message), self.writer, message, self.redactor)
         running.enter(state)
         message.__dict__[_RUNNING] = state
         self.writer.start(state.record)
@@ -109,7 +110,7 @@ class StatusTracking(Middleware):
         state = self._leave(message)
         if state is None:
             if message.failed and self.writer is not None:  # rejected before our before hook ran
-                state = running.Running(new_record(message), self.writer)
+                state = running.Running(new_record(message), self.writer, message, None)
                 self._dead(broker, message, state, message._exception)
             return
         when = due(message)
@@ -147,17 +148,19 @@ class StatusTracking(Middleware):
         if group_id and to in ("succeeded", "dead", "expired", "skipped"):
             state.writer.count(group_id, "done" if to in ("succeeded", "skipped") else "failed")
 
+    def _tracked(self, broker: Broker, message: Any) -> bool:
+        # option() costs an actor lookup a call: the actor's (or policy's) value is cached.
+        value = message.options.get("track_status")
+        if value is not None:
+            return bool(value)
+        tracked = self._by_actor.get(message.actor_name)
+        if tracked is None:
+            tracked = self._by_actor[message.actor_name] = bool(option(broker, message, "track_status", True))
+        return tracked
+
     @staticmethod
     def _leave(message: Any) -> running.Running | None:
         state: running.Running | None = message.__dict__.pop(_RUNNING, None)
         if state is not None:
             running.leave()
         return state
-
-    def _scrubber(self, broker: Broker, message: Any) -> Any:
-        def scrub(text: str) -> str:
-            fn = broker.actors[message.actor_name].fn if message.actor_name in broker.actors else None
-            values = sensitive_values(self.redactor, fn, message.args, message.kwargs)
-            return Redactor.scrub(text, values) or ""
-
-        return scrub

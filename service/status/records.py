@@ -63,7 +63,8 @@ def new_record(message: Any, state: str = "started") -> dict[str, Any]:
         "message_id": message.message_id,
         "state": state,
         "actor": message.actor_name,
-        "queue": q_name(message.queue_name),
+        # A worker takes messages from their queue; a delayed one is enqueued on ``<queue>.DQ``.
+        "queue": message.queue_name if state == "started" else q_name(message.queue_name),
         "attempts": options.get("retries", 0) + (1 if state == "started" else 0),
         "updated_at": time.time(),
     }

@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextvars
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import dramatiq
+
+from service.redaction import Redactor, sensitive_values
 from service.status.writer import StatusWriter
 
 #: Longest progress note kept, in characters.
@@ -25,8 +27,18 @@ class Running:
 
     record: dict[str, Any]
     writer: StatusWriter
-    #: Redacts a note (scrubs the values of the message's sensitive arguments).
-    scrub: Callable[[str], str] | None = None
+    message: Any
+    #: Redacts progress notes (the values of the message's sensitive arguments), when set.
+    redactor: Redactor | None = None
+
+    def scrub(self, text: str) -> str:
+        """``text`` with the values of the message's sensitive arguments redacted."""
+        if self.redactor is None or not text:
+            return text
+        actors = dramatiq.get_broker().actors
+        fn = actors[self.message.actor_name].fn if self.message.actor_name in actors else None
+        values = sensitive_values(self.redactor, fn, self.message.args, self.message.kwargs)
+        return Redactor.scrub(text, values) or ""
 
 
 _running: contextvars.ContextVar[Running | None] = contextvars.ContextVar("callboard_status", default=None)
@@ -64,7 +76,7 @@ def progress(current: float, total: float | None = None, note: str | None = None
     report: dict[str, Any] = {"current": current, "total": total}
     if note is not None:
         text = str(note).splitlines()[0][:MAX_NOTE] if note else ""
-        report["note"] = running.scrub(text) if running.scrub is not None else text
+        report["note"] = running.scrub(text)
     record = running.record
     record["progress"] = report
     record["updated_at"] = time.time()

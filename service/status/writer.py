@@ -124,9 +124,13 @@ class StatusWriter:
         self._nudge()
 
     def end(self, record: dict[str, Any]) -> None:
-        """Write ``record``, the attempt's last state, at the next flush."""
-        self._started.pop(record["message_id"], None)
-        self.put(record)
+        """Write ``record``, the attempt's last state, at the next flush (the caller no longer
+        changes it, so it is kept without a copy)."""
+        message_id = record["message_id"]
+        self._started.pop(message_id, None)
+        with self._lock:
+            self._records[message_id] = (record, False)
+        self._nudge()
 
     def count(self, group_id: str, field: str) -> None:
         """Add one to ``field`` (``done`` or ``failed``) of group ``group_id`` at the next flush."""
