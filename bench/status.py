@@ -11,6 +11,10 @@ drain rate, the worker process tree's CPU per message and the enqueue rates (``s
 ``actor.send()``, ``send_many()``: the producer records ``enqueued`` too), and the medians of
 the ratios to the status-off side. No-op messages make this the worst case.
 
+First, in-process (one thread, ``time.process_time``, the minimum of 9 runs of 5,000 messages):
+the status middleware's hooks for one message, the writer's flush per message (against a private
+Redis), and the Metrics middleware's hooks as a yardstick of the machine's speed.
+
 Target (issue 9): status tracking costs at most 5 % of throughput (drain on / off >= 0.95).
 """
 
@@ -19,9 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from harness import alternate, median, results_dir, table
+from harness import alternate, median, redis_for, results_dir, table
 
 THROUGHPUT = Path(__file__).resolve().with_name("throughput.py")
 ON, OFF, RESULTS = "callboard-norecycle", "callboard-norecycle-nostatus", "callboard-norecycle-results"
@@ -30,15 +37,60 @@ ON, OFF, RESULTS = "callboard-norecycle", "callboard-norecycle-nostatus", "callb
 TARGET = 0.95
 
 
+def micro(count: int = 5000, repeats: int = 9) -> dict[str, float]:
+    """Microseconds per message of the status hooks, the status flush and the Metrics hooks."""
+    import dramatiq
+    from dramatiq.broker import MessageProxy
+    from dramatiq.brokers.stub import StubBroker
+
+    from service.middleware.metrics import Metrics
+    from service.middleware.status import StatusTracking
+
+    broker = StubBroker()
+    noop: Any = dramatiq.actor(lambda: None, actor_name="bench_noop", broker=broker)
+    status = StatusTracking(ttl=60, interval=0.1, sensitive_fields=["password"])
+    best: dict[str, float] = {}
+
+    def hooks(middleware: Any) -> float:
+        messages = [MessageProxy(noop.message()) for _ in range(count)]
+        started = time.process_time()
+        for message in messages:
+            middleware.before_process_message(broker, message)
+            middleware.after_process_message(broker, message, result=None)
+        return (time.process_time() - started) / count * 1e6
+
+    def timed(label: str, action: Callable[[], float]) -> None:
+        best[label] = min(best.get(label, float("inf")), action())
+
+    with redis_for(0, None, 0) as target:
+        status.attach(target.client())
+        assert status.writer is not None
+        writer = status.writer
+        writer._nudge = lambda: None  # type: ignore[method-assign]  # no thread: flush timed apart
+        for _ in range(repeats):
+            timed("status hooks", lambda: hooks(status))
+            started = time.process_time()
+            writer.flush()
+            best["status flush"] = min(
+                best.get("status flush", float("inf")), (time.process_time() - started) / count * 1e6
+            )
+            timed("metrics hooks (yardstick)", lambda: hooks(Metrics()))
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     """Alternate the three sides ``--pairs`` times and print the ratios to status off."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=5, help="rounds (default 5)")
+    parser.add_argument("--pairs", type=int, default=5, help="rounds (default 5; 0: in-process only)")
     parser.add_argument("--messages", type=int, default=20_000, help="messages per run (default 20000)")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     args = parser.parse_args(argv)
     directory = results_dir("status")
+    costs = micro()
+    print(table(["in-process, per message", "us (min of 9)"], [[k, f"{v:.2f}"] for k, v in costs.items()]))
+    if not args.pairs:
+        return 0
     options = [f"--processes={args.processes}", f"--threads={args.threads}", f"--messages={args.messages}"]
     print(f"status: {args.pairs} rounds of {args.messages} no-op messages; logs in {directory}", flush=True)
     rounds = alternate(THROUGHPUT, (ON, OFF, RESULTS), options, args.pairs, directory)
@@ -78,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     drain = median(ratios[ON]["drain"])
     verdict = "met" if drain >= TARGET else "NOT met"
     print(f"\nstatus on / off drain: median {drain:.3f} (target >= {TARGET}: {verdict})")
-    (directory / "summary.json").write_text(json.dumps({"rounds": rounds, "ratios": ratios}, indent=2))
+    report = {"in_process_us": costs, "rounds": rounds, "ratios": ratios}
+    (directory / "summary.json").write_text(json.dumps(report, indent=2))
     return 0
 
 

@@ -177,7 +177,7 @@ class StatusWriter:
         """Flush what is pending and stop the thread (a clean worker stop)."""
         self._stopping.set()
         self._wake.set()
-        thread = self._thread
+        thread, self._thread = self._thread, None  # a later change starts a new thread
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
             thread.join(timeout=5)
         self.flush()
