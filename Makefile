@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/deadletters.py
 	$(BIN)/python bench/schedule_daemon.py
 	$(BIN)/python bench/idempotency.py
+	$(BIN)/python bench/status.py
 
 # Re-resolve the lock from pyproject.toml (with the test, lint and bench extras) in a clean venv.
 lock:

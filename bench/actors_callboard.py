@@ -16,8 +16,13 @@ from service import actor
 
 
 # BENCH_IDEMPOTENCY=global turns idempotency keys on (bench/idempotency.py); ``seq`` only makes
-# each message's arguments, and so its derived key, distinct.
-@actor(idempotency_scope=os.environ.get("BENCH_IDEMPOTENCY") or None)
+# each message's arguments, and so its derived key, distinct. BENCH_STATUS=off turns status
+# tracking off and BENCH_RESULTS=1 turns result storage on (bench/status.py).
+@actor(
+    idempotency_scope=os.environ.get("BENCH_IDEMPOTENCY") or None,
+    track_status=os.environ.get("BENCH_STATUS") != "off",
+    store_results=os.environ.get("BENCH_RESULTS") == "1",
+)
 def bench_noop(mark: int = 0, seq: int = 0) -> None:
     """A no-op message: one completion count."""
     probe.noop(mark)

@@ -298,6 +298,36 @@ class CallboardIdempotentSystem(CallboardKeyedSystem):
         super().connect()
 
 
+class CallboardVariantSystem(CallboardNoRecycleSystem):
+    """``callboard-norecycle`` with ``bench_noop`` declared under one ``BENCH_*`` variable, set
+    in the workers and in the driver (see ``actors_callboard.py``)."""
+
+    name = "callboard-norecycle-variant"
+    variable, value = "", ""
+
+    def worker_env(self) -> dict[str, str]:
+        return {**super().worker_env(), self.variable: self.value}
+
+    def connect(self) -> None:
+        os.environ[self.variable] = self.value
+        super().connect()
+
+
+class CallboardNoStatusSystem(CallboardVariantSystem):
+    """Status tracking off for ``bench_noop`` (``track_status=False``): the baseline of
+    ``bench/status.py``."""
+
+    name = "callboard-norecycle-nostatus"
+    variable, value = "BENCH_STATUS", "off"
+
+
+class CallboardResultsSystem(CallboardVariantSystem):
+    """Result storage on for ``bench_noop`` (``store_results=True``), status tracking on."""
+
+    name = "callboard-norecycle-results"
+    variable, value = "BENCH_RESULTS", "1"
+
+
 class CelerySystem(System):
     """Celery 5 on the Redis broker: P thread-pool workers of T threads (or one prefork pool)."""
 
@@ -372,6 +402,8 @@ SYSTEMS: dict[str, type[System]] = {
         CallboardQuietSystem,
         CallboardKeyedSystem,
         CallboardIdempotentSystem,
+        CallboardNoStatusSystem,
+        CallboardResultsSystem,
         CelerySystem,
     )
 }
@@ -379,7 +411,15 @@ SYSTEMS: dict[str, type[System]] = {
 #: What ``throughput.py`` runs unless ``--systems`` says otherwise: the keyed pair is measured
 #: by ``idempotency.py``, against each other.
 DEFAULT_SYSTEMS = tuple(
-    name for name in SYSTEMS if name not in (CallboardKeyedSystem.name, CallboardIdempotentSystem.name)
+    name
+    for name in SYSTEMS
+    if name
+    not in (
+        CallboardKeyedSystem.name,
+        CallboardIdempotentSystem.name,
+        CallboardNoStatusSystem.name,
+        CallboardResultsSystem.name,
+    )
 )
 
 

@@ -29,6 +29,7 @@ class Policy:
     ``idempotency_store`` (``redis``, falling back to the database while Redis is unreachable, or
     ``database`` for keys that must outlive Redis). ``result_ttl`` is how long a result of an actor
     declared with ``store_results=True`` is kept (``None``: ``CALLBOARD_RESULT_TTL``).
+    ``track_status`` keeps each message's state in Redis for ``callboard status`` (on by default).
     """
 
     name: str
@@ -46,6 +47,7 @@ class Policy:
     result_ttl: float | None = None
     circuit_breaker: str | BreakerName | None = None
     keep_expired: bool = False
+    track_status: bool = True
     extra: dict[str, object] = field(default_factory=dict)
 
     def override(self, **fields: object) -> Policy:

@@ -345,6 +345,20 @@ class Settings(BaseSettings):
                 raise ValueError(f"must be absolute directories (got {root!r})")
         return value
 
+    # -- status, progress and workflows (issue 9) ------------------------------------------------
+    status_ttl: Duration = Field(
+        default=3600.0,
+        gt=0,
+        description="How long a message's status is kept after its last change (callboard status).",
+    )
+    status_flush_interval: Duration = Field(
+        default=0.1,
+        gt=0,
+        le=10,
+        description="Seconds a worker gathers status changes and progress before writing them in one "
+        "pipelined round trip (also the fastest a message's progress is written).",
+    )
+
 
 def _one_line(error: ValidationError) -> str:
     first = error.errors()[0]

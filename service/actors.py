@@ -20,6 +20,7 @@ import dramatiq
 
 from config.policies import Policy, get_policy
 from config.queues import QUEUES
+from service.aio import is_async, sync_actor_fn
 from service.errors import ConfigurationError
 from service.runtime import get_broker
 
@@ -50,7 +51,21 @@ def policy_options(policy: Policy) -> dict[str, Any]:
         options["idempotency_scope"] = policy.idempotency_scope
     if policy.result_ttl is not None:
         options["result_ttl"] = int(policy.result_ttl * 1000)
+    options["track_status"] = policy.track_status
     return options
+
+
+def origin(fn: Any) -> str:
+    """``module:qualname`` of an actor's function (the coroutine function of an async actor)."""
+    fn = getattr(fn, "__wrapped__", fn)
+    return f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
+
+
+def first_declaration(name: str) -> str:
+    """`` (first declared by module:qualname)`` when an actor called ``name`` exists, else ``""``:
+    Dramatiq refuses a second actor of a name without saying where the first one is."""
+    existing = get_broker().actors.get(name)
+    return f" (first declared by {origin(existing.fn)})" if existing is not None else ""
 
 
 @overload
@@ -81,7 +96,8 @@ def actor(
     """Declare ``fn`` as an actor under ``policy`` (a name from ``config/policies.py`` or a Policy).
 
     The queue is the policy's unless ``queue_name`` is given; the priority is the queue's from the
-    catalogue unless given. Raises :class:`ConfigurationError` for an unknown policy or field.
+    catalogue unless given. An ``async def`` ``fn`` runs on the worker's event loop
+    (:mod:`service.aio`). Raises :class:`ConfigurationError` for an unknown policy or field.
     """
 
     def decorate(fn: F) -> dramatiq.Actor[Any, Any]:
@@ -96,15 +112,16 @@ def actor(
         declare: Any = dramatiq.actor  # its overloads do not cover fn plus options
         try:
             return declare(
-                fn,
+                sync_actor_fn(fn) if is_async(fn) else fn,
                 actor_name=actor_name,
                 queue_name=queue,
                 priority=priority if priority is not None else (spec.priority if spec else 0),
                 broker=get_broker(),
                 **{**policy_options(chosen), **overrides},
             )
-        except ValueError as error:  # Dramatiq refuses options no middleware declares
-            raise ConfigurationError(f"actor {actor_name or fn.__name__}: {error}") from None
+        except ValueError as error:  # options no middleware declares, or a name already taken
+            name = actor_name or fn.__name__
+            raise ConfigurationError(f"actor {name}: {error}{first_declaration(name)}") from None
 
     if fn is not None:
         return decorate(fn)

@@ -45,3 +45,7 @@ class PermanentDeliveryError(DeliveryError):
 
 class DestinationRefusedError(PermanentDeliveryError):
     """The destination is not allowed: not http(s), or an address the SSRF guard refuses."""
+
+
+class StatusUnavailableError(CallboardError):
+    """Message status cannot be read: no state Redis, or it cannot be reached."""

@@ -9,6 +9,7 @@ as Dramatiq's global broker. Actor modules are loaded by name: the shipped ones 
 from __future__ import annotations
 
 import importlib
+import re
 import threading
 
 import dramatiq
@@ -58,6 +59,17 @@ def actor_module_names() -> tuple[str, ...]:
     return tuple(dict.fromkeys((*SHIPPED_ACTOR_MODULES, *get_settings().actor_modules)))
 
 
+def _duplicate_hint(error: Exception) -> str:
+    # A plain ``@dramatiq.actor`` reusing a name fails with Dramatiq's ValueError, which does not
+    # say where the first actor of that name comes from (``@actor`` says it itself).
+    found = re.fullmatch(r"An actor named '(.+)' is already registered\.", str(error))
+    if found is None:
+        return ""
+    from service.actors import first_declaration
+
+    return first_declaration(found.group(1))
+
+
 def load_actors() -> tuple[str, ...]:
     """Import every actor module once (after building the broker); returns their names.
 
@@ -74,7 +86,7 @@ def load_actors() -> tuple[str, ...]:
                 except Exception as error:  # any error in a user's module is a configuration error
                     raise ConfigurationError(
                         f"CALLBOARD_ACTOR_MODULES: cannot load actor module {name!r}: "
-                        f"{type(error).__name__}: {error}"
+                        f"{type(error).__name__}: {error}{_duplicate_hint(error)}"
                     ) from None
             _loaded = names
         return _loaded

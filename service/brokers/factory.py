@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dramatiq import Broker, Middleware
-from dramatiq.middleware import Callbacks, Pipelines, ShutdownNotifications
+from dramatiq.middleware import AsyncIO, Callbacks, GroupCallbacks, Pipelines, ShutdownNotifications
+from dramatiq.rate_limits.backends import RedisBackend as BarrierBackend
 
 from config.settings import Settings
 from service.brokers.embedded import EmbeddedRedis
@@ -20,6 +21,7 @@ from service.middleware.recycle import Recycle
 from service.middleware.results import ResultStorage
 from service.middleware.retries import Retries
 from service.middleware.run_markers import RunMarkers
+from service.middleware.status import StatusTracking
 from service.middleware.time_limits import TimeLimits
 from service.middleware.validation import Validation
 from service.sentry import SentryContext, sentry_enabled
@@ -46,9 +48,13 @@ def build_middleware(settings: Settings) -> list[Middleware]:
     3. ``DeadLetterMover``: drains the broker's dead-letter queues into the store (a thread).
     3b. ``ResultStorage``: stores redacted results of ``store_results`` actors; its ``after``
        hooks run after Retries', so a failure is stored only once it is final.
-    4. ``Callbacks``, ``Pipelines``, ``ShutdownNotifications`` (Dramatiq's): ``on_success`` /
-       ``on_failure``, ``pipeline()``, ``notify_shutdown`` work as in plain Dramatiq (as there,
-       ``on_failure`` fires after every failed attempt, retried ones included).
+    3c. ``StatusTracking``: records each message's state; its ``after`` hooks run after
+       Retries', Expiry's, Idempotency's and Breakers', so it records what they decided.
+    4. ``Callbacks``, ``Pipelines``, ``GroupCallbacks``, ``ShutdownNotifications``, ``AsyncIO``
+       (Dramatiq's): ``on_success`` / ``on_failure``, ``pipeline()``, group completion callbacks
+       (a barrier on the state Redis), ``notify_shutdown`` and the event loop of ``async def``
+       actors work as in plain Dramatiq (as there, ``on_failure`` fires after every failed
+       attempt, retried ones included).
     5. ``RunMarkers``: clears a scheduled run's overlap mark once it ends for good; its ``after``
        hooks run after Retries', so a failure that will be retried keeps the mark.
     6. ``Expiry``: skips messages past their ``max_age`` before any work (not a failure).
@@ -74,9 +80,16 @@ def build_middleware(settings: Settings) -> list[Middleware]:
         *metrics,
         DeadLetterMover(interval=settings.dlq_drain_interval),
         ResultStorage(sensitive_fields=settings.sensitive_fields, result_ttl=settings.result_ttl),
+        StatusTracking(
+            ttl=settings.status_ttl,
+            interval=settings.status_flush_interval,
+            sensitive_fields=settings.sensitive_fields,
+        ),
         Callbacks(),
         Pipelines(),
+        GroupCallbacks(None),  # type: ignore[arg-type]  # its barrier backend is attached below
         ShutdownNotifications(),
+        AsyncIO(),
         RunMarkers(),
         Expiry(),
         Idempotency(redis_timeout=settings.idempotency_redis_timeout, failover=settings.idempotency_failover),
@@ -106,7 +119,10 @@ def build_broker(settings: Settings, *, url: str | None = None) -> Broker:
         broker = CallboardRedisBroker(
             url=url, middleware=middleware, heartbeat_timeout=int(settings.heartbeat_timeout * 1000)
         )
+    state = state_client(broker, settings)  # results, status and barriers live there
     for each in middleware:
-        if isinstance(each, ResultStorage):  # results live on the state Redis, known only now
-            each.attach(state_client(broker, settings))
+        if isinstance(each, ResultStorage | StatusTracking):
+            each.attach(state)
+        elif isinstance(each, GroupCallbacks) and state is not None:
+            each.rate_limiter_backend = BarrierBackend(client=state)
     return broker

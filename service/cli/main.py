@@ -31,11 +31,11 @@ def exit_code_for(error: BaseException) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command-line grammar; each command module adds its subcommands."""
-    from service.cli import actors, db, dlq, health, queues, schedule, scheduler, send, worker
+    from service.cli import actors, db, dlq, health, queues, schedule, scheduler, send, status, worker
 
     parser = argparse.ArgumentParser(prog="callboard", description="Callboard: Dramatiq job service.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (worker, scheduler, send, actors, queues, dlq, schedule, health, db):
+    for module in (worker, scheduler, send, status, actors, queues, dlq, schedule, health, db):
         module.register(commands)
     return parser
 

@@ -83,6 +83,12 @@ def mark_dead(message: MessageProxy, reason: str, exception: BaseException | Non
     message.__dict__[_ATTRIBUTE] = Death(reason, exception, attempts)
 
 
+def death_of(message: Any) -> Death | None:
+    """Why :func:`mark_dead` failed ``message`` in this attempt, or ``None``."""
+    death: Death | None = message.__dict__.get(_ATTRIBUTE)
+    return death
+
+
 def dead_options(message: MessageProxy) -> dict[str, Any]:
     """The ``dead`` option for a failed message: reason, exception, attempts and times (ms)."""
     death: Death | None = message.__dict__.get(_ATTRIBUTE)

@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 from dramatiq import Broker, Middleware
+from dramatiq.common import current_millis
 from dramatiq.errors import ActorNotFound
 from dramatiq.middleware import SkipMessage
 
@@ -42,7 +43,7 @@ from service.brokers.disposition import Disposition, mark
 from service.logs import log_event
 from service.metrics.definitions import BREAKER_DELAYED
 from service.middleware.options import option
-from service.middleware.outcomes import mark_skipped
+from service.middleware.outcomes import mark_due, mark_skipped
 from service.middleware.retries import MAX_DELAY_MS, error_summary
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class Breakers(Middleware):
             mark(message, Disposition.REQUEUE)
             log_event(logger, logging.ERROR, "message.retry_failed", breaker=name, error=error_summary(error))
         else:
+            mark_due(message, current_millis() + delay, "circuit_breaker")
             BREAKER_DELAYED.labels(breaker=family(name)).inc()
             log_event(
                 logger, logging.INFO, "breaker.delayed", breaker=name, state=decision.state, delay_ms=delay

@@ -36,6 +36,7 @@ from service.brokers.disposition import Disposition, mark
 from service.deadletters.capture import mark_dead
 from service.logs import log_event
 from service.middleware.options import option
+from service.middleware.outcomes import mark_due
 from service.middleware.time_limits import HardTimeLimitExceeded
 from service.redaction import Redactor, sensitive_values
 
@@ -146,6 +147,7 @@ class Retries(Middleware):
             mark(message, Disposition.REQUEUE)
             log_event(logger, logging.ERROR, "message.retry_failed", error=error_summary(error))
             return
+        mark_due(message, now + delay, "retry")
         log_event(logger, logging.INFO, "message.retried", delay_ms=delay, error=summary)
 
     def _give_up(

@@ -100,6 +100,40 @@ def test_actors_lists_policies_as_json(worker_env: dict[str, str]) -> None:
     assert rows["tb_soft"]["soft_time_limit_s"] == 0.5
 
 
+def test_actors_shows_each_shipped_actor_with_its_policy_settings(worker_env: dict[str, str]) -> None:
+    from config.policies import POLICIES
+    from config.settings import load_settings
+    from service.runtime import SHIPPED_ACTOR_MODULES
+
+    result = run_callboard("actors", "--json", env=worker_env)
+    assert result.returncode == 0, result.stderr
+    rows = [row for row in json.loads(result.stdout) if row["module"].startswith(SHIPPED_ACTOR_MODULES)]
+    assert {row["actor"] for row in rows} >= {"ping", "send_email", "send_webhook", "prune_history"}
+    for row in rows:
+        policy = POLICIES[row["policy"]]
+        assert row["queue"] == policy.queue, row
+        assert row["max_retries"] == policy.max_retries, row
+        assert (row["min_backoff_s"], row["max_backoff_s"]) == (policy.min_backoff, policy.max_backoff), row
+        assert (row["soft_time_limit_s"], row["time_limit_s"]) == (policy.soft_time_limit, policy.time_limit)
+        assert row["idempotency"] == (policy.idempotency_scope or "off"), row
+        assert row["idempotency_ttl_s"] == policy.idempotency_ttl, row
+        assert row["result_ttl_s"] == (policy.result_ttl or load_settings().result_ttl), row
+        assert row["track_status"] is policy.track_status, row
+    by_name = {row["actor"]: row for row in rows}
+    assert by_name["send_email"]["circuit_breaker"] == "smtp"
+    assert by_name["send_webhook"]["circuit_breaker"].startswith("per message")
+
+
+@pytest.mark.parametrize("module", ["tests.support.duplicate_actors", "tests.support.duplicate_plain_actors"])
+def test_an_actor_name_declared_twice_is_refused_naming_both(worker_env: dict[str, str], module: str) -> None:
+    env = {**worker_env, "CALLBOARD_ACTOR_MODULES": module}
+    result = run_callboard("actors", "--json", env=env)
+    assert result.returncode == 2
+    line = one_line_error(result.stderr)
+    assert module in line and "'ping' is already registered" in line
+    assert "first declared by actors.diagnostics:ping" in line
+
+
 def _text(port: int, path: str) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
         return str(response.read().decode())

@@ -1,0 +1,215 @@
+"""A worker process's status writes: gathered in memory, sent in one pipeline per interval.
+
+A synchronous write per transition would cost two Redis round trips per message (``started``,
+then how it ended), most of a no-op message's own cost. Instead each transition replaces the
+message's pending record in memory (a dictionary store under a lock), and a thread of the
+writer's own sends everything pending every ``interval`` seconds in one pipelined round trip: one
+script call per 1,000 records that sets each (``SET ... PX ttl``; a message that starts and ends
+within one interval is set once), plus one ``HINCRBY`` per group and outcome. Progress reports go
+the same way, so a tight loop of ``progress()`` calls costs Redis at most one write per interval.
+
+Producers write ``enqueued`` / ``delayed`` the same way, as set-if-absent (``NX``): a worker's
+record of the same message, whenever it lands, is never overwritten by a late producer flush.
+
+What a crash can lose: a process killed with SIGKILL loses the changes of its last ``interval``
+(0.1 s by default). Its messages are not lost (they run again, and write again); a message that
+succeeded in that window keeps showing its previous state (usually ``started``) until
+``CALLBOARD_STATUS_TTL`` runs out. A clean stop flushes. A write that fails (Redis unreachable)
+is logged as ``status.write_failed`` and dropped: status never fails or delays a message.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import threading
+import weakref
+from collections import Counter
+from typing import Any
+
+import redis
+
+from service.logs import log_event
+from service.status.records import PREFIX, group_key
+
+logger = logging.getLogger(__name__)
+
+#: Records per script call (a call runs atomically in Redis: keep each one short).
+CHUNK = 1000
+
+#: ARGV[1]: TTL in ms; ARGV[2]: the key prefix; ARGV[3]: one line per record,
+#: ``<nx|set>\t<message id>\t<JSON>`` (JSON escapes tabs and newlines). One argument instead of
+#: three per record: packing arguments is most of a write's client-side cost. The keys are built
+#: in the script, so this does not run on a Redis Cluster (the state Redis is one server).
+_SET_RECORDS = """
+local ttl, prefix = ARGV[1], ARGV[2]
+local count = 0
+for line in string.gmatch(ARGV[3], "[^\\n]+") do
+    local mode, id, value = string.match(line, "^(%a+)\\t([^\\t]+)\\t(.*)$")
+    if mode == "nx" then
+        redis.call("set", prefix .. id, value, "PX", ttl, "NX")
+    else
+        redis.call("set", prefix .. id, value, "PX", ttl)
+    end
+    count = count + 1
+end
+return count
+"""
+
+_writers: weakref.WeakSet[StatusWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    # A producer that sends and exits (``callboard send``) still writes what it sent.
+    for writer in list(_writers):
+        writer.flush()
+
+
+def _after_fork() -> None:
+    for writer in list(_writers):
+        writer._forget_thread()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+class StatusWriter:
+    """Pending status records and group counts of one process, flushed by a thread.
+
+    Parameters:
+      client(redis.Redis): the state Redis.
+      ttl(float): seconds a record is kept after its last write.
+      interval(float): seconds between flushes while something is pending.
+    """
+
+    def __init__(self, client: redis.Redis, *, ttl: float, interval: float) -> None:
+        self.client = client
+        self.ttl_ms = int(ttl * 1000)
+        self.interval = interval
+        #: Records and group increments sent so far (for tests and benchmarks).
+        self.writes = 0
+        self._records: dict[str, tuple[dict[str, Any], bool]] = {}  # id -> (record, only if new)
+        # Records of attempts that started since the last flush, by message id: kept without a
+        # lock or a copy (one dictionary store, atomic under the GIL), and written by the next
+        # flush only if the attempt is still running then (a fast message is written once, done).
+        self._started: dict[str, dict[str, Any]] = {}
+        self._groups: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing = False
+        self._script = client.register_script(_SET_RECORDS)
+        _writers.add(self)
+
+    def put(self, record: dict[str, Any], *, only_if_new: bool = False) -> None:
+        """Write ``record`` (a complete record; a copy is kept) at the next flush; with
+        ``only_if_new``, only if the message has no record yet (a producer's ``enqueued``)."""
+        message_id = record["message_id"]
+        with self._lock:
+            if only_if_new and message_id in self._records:
+                return
+            self._records[message_id] = (dict(record), only_if_new)
+        self._nudge()
+
+    def start(self, record: dict[str, Any]) -> None:
+        """Note a ``started`` record: written at the next flush unless :meth:`end` comes first.
+
+        Until then the caller must only replace values in ``record`` (never add keys).
+        """
+        self._started[record["message_id"]] = record
+        self._nudge()
+
+    def end(self, record: dict[str, Any]) -> None:
+        """Write ``record``, the attempt's last state, at the next flush (the caller no longer
+        changes it, so it is kept without a copy)."""
+        message_id = record["message_id"]
+        self._started.pop(message_id, None)
+        with self._lock:
+            self._records[message_id] = (record, False)
+        self._nudge()
+
+    def count(self, group_id: str, field: str) -> None:
+        """Add one to ``field`` (``done`` or ``failed``) of group ``group_id`` at the next flush."""
+        with self._lock:
+            self._groups[(group_id, field)] += 1
+        self._nudge()
+
+    def flush(self) -> None:
+        """Send everything pending now, in one pipelined round trip (the thread calls this)."""
+        # Started records first: an attempt that ends meanwhile has its end in ``records`` (taken
+        # after), so the end is written after its start, or in the next flush.
+        started = []
+        for message_id in list(self._started):
+            record = self._started.pop(message_id, None)
+            if record is not None:
+                started.append((message_id, (dict(record), False)))
+        with self._lock:
+            records, self._records = self._records, {}
+            groups, self._groups = self._groups, Counter()
+        if not records and not groups and not started:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        items = started + list(records.items())
+        for start in range(0, len(items), CHUNK):
+            lines = "\n".join(
+                f"{'nx' if only_if_new else 'set'}\t{message_id}\t{json.dumps(record)}"
+                for message_id, (record, only_if_new) in items[start : start + CHUNK]
+            )
+            self._script(keys=[], args=[self.ttl_ms, PREFIX, lines], client=pipe)
+        for (group_id, field), amount in groups.items():
+            pipe.hincrby(group_key(group_id), field, amount)
+            pipe.pexpire(group_key(group_id), self.ttl_ms)
+        try:
+            pipe.execute()
+        except (redis.RedisError, OSError) as error:
+            if not self._failing:  # once per outage, not once per flush
+                log_event(logger, logging.WARNING, "status.write_failed", error=str(error)[:300])
+            self._failing = True
+            return
+        self._failing = False
+        self.writes += len(items) + len(groups)
+
+    def close(self) -> None:
+        """Flush what is pending and stop the thread (a clean worker stop)."""
+        self._stopping.set()
+        self._wake.set()
+        thread, self._thread = self._thread, None  # a later change starts a new thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        self.flush()
+
+    def _nudge(self) -> None:
+        if self._thread is None:
+            self._start()
+        if not self._wake.is_set():  # a flag read; setting takes the event's lock
+            self._wake.set()
+
+    def _forget_thread(self) -> None:
+        # In a forked child the parent's thread does not exist: start one on the next change.
+        self._thread = None
+        self._records, self._groups, self._started = {}, Counter(), {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._run, name="callboard-status", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        # Sleeps until something is pending (no cost while idle), then gathers for one interval.
+        while not self._stopping.is_set():
+            self._wake.wait()
+            self._stopping.wait(self.interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:  # the thread must outlive one bad flush
+                logger.exception("status flush failed")
