@@ -36,9 +36,9 @@ def test_sigterm_lets_a_running_message_finish(
 def test_sigterm_past_the_shutdown_timeout_hands_the_message_back(
     producer: Broker, broker_url: str, start_worker: StartWorker
 ) -> None:
-    # Given a worker running a 20 s message with a 1 s shutdown timeout
+    # Given a worker running an 8 s message with a 1 s shutdown timeout
     first = start_worker(CALLBOARD_BROKER_URL=broker_url, CALLBOARD_WORKER_SHUTDOWN_TIMEOUT="1")
-    send("tb_slow", ["handback", 20])
+    send("tb_slow", ["handback", 8])
     wait_until(lambda: entries("handback", "started"), message="the slow actor to start")
     # When the worker is stopped before the message can finish
     first.signal(signal.SIGTERM)
