@@ -42,6 +42,23 @@ def state_client(broker: Broker, settings: Settings, *, timeout: float | None = 
         return quick
 
 
+def same_database(first: redis.Redis, second: redis.Redis) -> bool:
+    """Whether two clients reach the same Redis database (same server address and number)."""
+
+    def where(client: redis.Redis) -> tuple[object, ...]:
+        pool = client.connection_pool
+        kwargs = pool.connection_kwargs
+        return (
+            pool.connection_class.__name__,
+            kwargs.get("host"),
+            kwargs.get("port"),
+            kwargs.get("path"),
+            kwargs.get("db", 0),
+        )
+
+    return first is second or where(first) == where(second)
+
+
 def _default_client(broker: Broker, settings: Settings) -> redis.Redis | None:
     if settings.redis_url:
         client = _clients.get(settings.redis_url)

@@ -19,6 +19,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
@@ -37,6 +38,7 @@ from service.brokers.disposition import Disposition, disposition_of
 from service.brokers.stats import QueueStats
 from service.brokers.wakeup import NOTIFY_BELOW, NOTIFY_SCRIPT, WakeUps
 from service.deadletters.capture import DeadEntry, dead_body, log_rejected, rejected_body
+from service.idempotency.redis_store import CLAIM_FUNCTION
 from service.logs import log_event
 
 logger = logging.getLogger(__name__)
@@ -109,15 +111,23 @@ return result
 """
 
 #: Ack a batch like Dramatiq's "ack" and fetch like its "fetch" (same keys, same heartbeat),
-#: returning ids with bodies. ARGV: timestamp, queue, worker id, fetch count, ids to ack...
-ACK_FETCH_SCRIPT = """
+#: returning (id, body, claim) triples. ARGV: timestamp, queue, worker id, fetch count, idempotency
+#: key prefix ("" for no fetch claims), fallback flag key, largest body to claim from, ids to ack...
+#: A fetched body carrying a ``callboard_claim`` option ("<key digest> <ttl ms>", set by the
+#: producer's Idempotency middleware) has its key claimed here for its message id, as the worker's
+#: claim would (``claim_key``): claim is 1 or 2 (claimed) or 0 (duplicate); -1 when nothing was
+#: claimed. Delay queues claim nothing: their messages only move to their queue.
+ACK_FETCH_SCRIPT = (
+    CLAIM_FUNCTION
+    + """
 local namespace = KEYS[1]
 local timestamp, queue_name, worker_id, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local claim_prefix, claim_flag, claim_limit = ARGV[5], ARGV[6], tonumber(ARGV[7])
 redis.call("zadd", namespace .. ":__heartbeats__", timestamp, worker_id)
 local queue_full_name = namespace .. ":" .. queue_name
 local queue_messages = queue_full_name .. ".msgs"
 local queue_acks = namespace .. ":__acks__." .. worker_id .. "." .. queue_name
-for i = 5, #ARGV do
+for i = 8, #ARGV do
     if redis.call("srem", queue_acks, ARGV[i]) > 0 then
         redis.call("hdel", queue_messages, ARGV[i])
     end
@@ -134,14 +144,54 @@ end
 if #ids == 0 then
     return {}
 end
+local function claim_from(body)
+    local ok, message = pcall(cjson.decode, body)
+    if not ok or type(message) ~= "table" or type(message.options) ~= "table" then
+        return -1
+    end
+    local spec, message_id = message.options.callboard_claim, message.message_id
+    if type(spec) ~= "string" or type(message_id) ~= "string" then
+        return -1
+    end
+    local key, ttl = string.match(spec, "^(%x+) (%d+)$")
+    if not key or tonumber(ttl) < 1 then
+        return -1
+    end
+    return claim_key(claim_prefix .. key, "run:" .. message_id, ttl, claim_flag)
+end
+local claiming = claim_prefix ~= "" and string.sub(queue_name, -3) ~= ".DQ"
 local bodies = redis.call("hmget", queue_messages, unpack(ids))
 local result = {}
 for i = 1, #ids do
-    result[2 * i - 1] = ids[i]
-    result[2 * i] = bodies[i]
+    local body, claimed = bodies[i], -1
+    if claiming and body and #body <= claim_limit and string.find(body, '"callboard_claim"', 1, true) then
+        claimed = claim_from(body)
+    end
+    result[3 * i - 2] = ids[i]
+    result[3 * i - 1] = body
+    result[3 * i] = claimed
 end
 return result
 """
+)
+
+
+#: Where the consumer puts a fetched message's claim outcome (1, 2 or 0, see ``ACK_FETCH_SCRIPT``)
+#: on its proxy, for the Idempotency middleware to adopt.
+FETCH_CLAIM = "_callboard_fetch_claim"
+
+
+@dataclass(frozen=True, slots=True)
+class FetchClaims:
+    """How fetches claim idempotency keys (set by the Idempotency middleware at worker boot).
+
+    ``prefix``: of the key names; ``flag``: the database-fallback flag key; ``release(body)``:
+    frees the claim a fetched body made, for a body that will not run (refused at intake).
+    """
+
+    prefix: str
+    flag: str
+    release: Callable[[bytes], None]
 
 
 class CallboardRedisBroker(RedisBroker):
@@ -188,6 +238,10 @@ class CallboardRedisBroker(RedisBroker):
         #: (idempotency's deferred successes), so a crash cannot redeliver a message whose
         #: success was acked but not recorded.
         self.before_ack_flush: list[Callable[[], None]] = []
+        #: Set when fetches claim the idempotency keys of the messages they fetch (see
+        #: ``ACK_FETCH_SCRIPT``): a keyed message then costs no round trip of its own to claim.
+        self.fetch_claims: FetchClaims | None = None
+        self._claim_limit = intake.receive_limit(get_settings().max_message_bytes)
 
     @property
     def consumer_class(self) -> type[Consumer]:
@@ -325,12 +379,16 @@ class CallboardRedisBroker(RedisBroker):
             with self._acks_lock:
                 self._pending_acks.setdefault(queue_name, [])[:0] = redis_ids
 
-    def ack_and_fetch(self, queue_name: str, acks: list[str], count: int) -> list[tuple[str, bytes | None]]:
-        """Ack ``acks``, then fetch up to ``count`` messages of ``queue_name`` as (Redis id, body)
-        pairs, in one script call that also beats this worker's heartbeat.
+    def ack_and_fetch(
+        self, queue_name: str, acks: list[str], count: int
+    ) -> list[tuple[str, bytes | None, int]]:
+        """Ack ``acks``, then fetch up to ``count`` messages of ``queue_name`` as (Redis id, body,
+        claim) triples, in one script call that also beats this worker's heartbeat.
 
         Dramatiq's fetch returns bodies without their ids, so a body that does not decode could
-        never be dead-lettered; this script returns both.
+        never be dead-lettered; this script returns both. ``claim`` is the outcome of claiming the
+        message's idempotency key with :attr:`fetch_claims` (1 or 2 claimed, 0 duplicate), -1 when
+        nothing was claimed.
         """
         if acks:
             for flush in self.before_ack_flush:
@@ -338,11 +396,21 @@ class CallboardRedisBroker(RedisBroker):
         if self._should_do_maintenance("fetch"):
             # Maintenance (requeueing dead workers' messages) runs through Dramatiq's script.
             self.do_qsize(queue_name)
+        claims = self.fetch_claims
         flat = self._ack_fetch(
             keys=[self.namespace],
-            args=[current_millis(), queue_name, self.broker_id, min(count, self._max_unpack_size()), *acks],
+            args=[
+                current_millis(),
+                queue_name,
+                self.broker_id,
+                min(count, self._max_unpack_size()),
+                "" if claims is None else claims.prefix,
+                "" if claims is None else claims.flag,
+                self._claim_limit,
+                *acks,
+            ],
         )
-        return [(_text(flat[i]), flat[i + 1]) for i in range(0, len(flat), 2)]
+        return [(_text(flat[i]), flat[i + 1], int(flat[i + 2])) for i in range(0, len(flat), 3)]
 
     def flush_acks(self) -> None:
         """Send every waiting ack now (shutdown, hand-back)."""
@@ -531,28 +599,34 @@ class _CallboardRedisConsumer(_RedisConsumer):
                 raise ConnectionClosed(error) from None
         super().close()
 
-    def _reject(self, redis_id: str, body: bytes, rejected: intake.MessageRejected) -> None:
-        """Dead-letter fetched ``body`` with the reason it was refused; nothing runs it."""
+    def _reject(self, redis_id: str, body: bytes, rejected: intake.MessageRejected, claimed: int) -> None:
+        """Dead-letter fetched ``body`` with the reason it was refused; nothing runs it, so the
+        idempotency key its fetch claimed (if any) is freed."""
         log_rejected(logger, self.queue_name, rejected, redis_id=redis_id)
         self._move_to_dead(redis_id, rejected_body(body, rejected))
+        if claimed > 0 and self.broker.fetch_claims is not None:
+            self.broker.fetch_claims.release(body)
 
     def __next__(self) -> MessageProxy | None:
         try:
             while True:
                 if self.message_cache:
-                    redis_id, data = self.message_cache.pop(0)
+                    redis_id, data, claimed = self.message_cache.pop(0)
                     if data is None:  # an id whose body is gone (see dramatiq#266)
                         continue
                     try:
                         message = intake.accept(data, self.queue_name, self._limit)
                     except intake.MessageRejected as rejected:  # dead-letter it, keep consuming
-                        self._reject(redis_id, data, rejected)
+                        self._reject(redis_id, data, rejected, claimed)
                         continue
                     # The id it was fetched by is the one to ack, whatever the body claims.
                     message.options["redis_message_id"] = redis_id
                     self.queued_message_ids.add(message.message_id)
                     self.broker.hold(self.queue_name, redis_id)
-                    return MessageProxy(message)
+                    proxy = MessageProxy(message)
+                    if claimed >= 0:
+                        proxy.__dict__[FETCH_CLAIM] = claimed
+                    return proxy
 
                 if not self._reclaimed:
                     self.broker.reclaim(self.queue_name, self._delayed_ids())

@@ -71,14 +71,7 @@ class KeyStore:
             except redis.RedisError as error:
                 self._redis_failed(error)
             else:
-                if outcome == 0:
-                    return None
-                if outcome == 1:
-                    return Claim(key, token, ttl, ("redis",))
-                if database.claim(key, token, actor, ttl, self.database_url):
-                    return Claim(key, token, ttl, ("redis", "database"))
-                self._release_quietly(Claim(key, token, ttl, ("redis",)))
-                return None
+                return self._claimed_in_redis(outcome, key, token, actor, ttl)
         if not database.claim(key, token, actor, ttl, self.database_url):
             return None
         if store == "redis" and self.redis is not None:
@@ -86,6 +79,32 @@ class KeyStore:
                 self._flag_until = max(self._flag_until, time.monotonic() + ttl)
             m.IDEMPOTENCY_FALLBACKS.inc()
         return Claim(key, token, ttl, ("database",))
+
+    def adopt(self, outcome: int, key: str, token: str, actor: str, ttl: float) -> Claim | None:
+        """The claim that a Redis fetch already made for ``key`` (``outcome`` 1 or 2: claimed,
+        0: a duplicate; see ``CallboardRedisBroker.fetch_claims``), finished as :meth:`claim`
+        would: checked in the database too when the fallback flag was up, or when this process
+        made database claims that Redis has not yet been told of.
+
+        Raises the database's error when the database check fails.
+        """
+        if outcome == 1 and self._flag_until:
+            try:
+                self._raise_flag_if_owed()
+            except redis.RedisError as error:
+                self._redis_failed(error)
+            outcome = 2  # our own database claims may hold this key
+        return self._claimed_in_redis(outcome, key, token, actor, ttl)
+
+    def _claimed_in_redis(self, outcome: int, key: str, token: str, actor: str, ttl: float) -> Claim | None:
+        if outcome == 0:
+            return None
+        if outcome == 1:
+            return Claim(key, token, ttl, ("redis",))
+        if database.claim(key, token, actor, ttl, self.database_url):
+            return Claim(key, token, ttl, ("redis", "database"))
+        self._release_quietly(Claim(key, token, ttl, ("redis",)))
+        return None
 
     def succeed(self, claim: Claim, *, defer: bool = False) -> None:
         """Keep ``claim``'s key as done for its TTL from now, in every store that holds it.

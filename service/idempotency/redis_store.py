@@ -33,16 +33,22 @@ PREFIX = "callboard:idempotency:"
 #: :mod:`service.idempotency.claims`): keys claimed there during a Redis outage are still live.
 FALLBACK_FLAG = PREFIX + "database-fallback"
 
-# Returns 1 (claimed), 2 (claimed, and the database must be checked too) or 0 (duplicate).
-_CLAIM = """
-local claimed = redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
-if not claimed then
-  if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
-  redis.call('pexpire', KEYS[1], ARGV[2])
+#: The claim, as a Lua function that other scripts include (the Redis broker's fetch claims the
+#: keys of the messages it fetches with it, see ``CallboardRedisBroker.fetch_claims``). Returns 1
+#: (claimed), 2 (claimed, and the database must be checked too: the fallback flag is up) or 0
+#: (held by another message: a duplicate).
+CLAIM_FUNCTION = """
+local function claim_key(key, token, ttl, flag)
+  if not redis.call('set', key, token, 'NX', 'PX', ttl) then
+    if redis.call('get', key) ~= token then return 0 end
+    redis.call('pexpire', key, ttl)
+  end
+  if redis.call('exists', flag) == 1 then return 2 end
+  return 1
 end
-if redis.call('exists', KEYS[2]) == 1 then return 2 end
-return 1
 """
+
+_CLAIM = CLAIM_FUNCTION + "return claim_key(KEYS[1], ARGV[1], ARGV[2], KEYS[2])"
 
 _SUCCEED = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -96,11 +102,11 @@ class RedisKeys:
     def _claim_many(self, claims: Sequence[tuple[str, str, float]]) -> list[int]:
         if len(claims) == 1:
             key, token, ttl = claims[0]
-            return [self._run(_CLAIM, [PREFIX + key, FALLBACK_FLAG], [f"run:{token}", _ms(ttl)])]
+            return [self._run(_CLAIM, [PREFIX + key, FALLBACK_FLAG], [f"run:{token}", ttl_ms(ttl)])]
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             for key, token, ttl in claims:
-                pipe.evalsha(_sha(_CLAIM), 2, PREFIX + key, FALLBACK_FLAG, f"run:{token}", _ms(ttl))
+                pipe.evalsha(_sha(_CLAIM), 2, PREFIX + key, FALLBACK_FLAG, f"run:{token}", ttl_ms(ttl))
             try:
                 return [int(result) for result in pipe.execute()]
             except NoScriptError:
@@ -128,7 +134,7 @@ class RedisKeys:
 
     def raise_fallback_flag(self, ttl: float) -> None:
         """Make Redis claims consult the database for the next ``ttl`` seconds."""
-        self._run(_FLAG, [FALLBACK_FLAG], [_ms(ttl)])
+        self._run(_FLAG, [FALLBACK_FLAG], [ttl_ms(ttl)])
 
     def _run(self, script: str, keys: list[str], args: _Args) -> int:
         try:
@@ -220,8 +226,9 @@ def _sha(script: str) -> str:
 
 
 def _succeed_args(token: str, ttl: float) -> list[str | int]:
-    return [f"run:{token}", f"done:{token}", _ms(ttl)]
+    return [f"run:{token}", f"done:{token}", ttl_ms(ttl)]
 
 
-def _ms(seconds: float) -> int:
+def ttl_ms(seconds: float) -> int:
+    """``seconds`` as whole milliseconds, at least 1 (Redis refuses a PX of 0)."""
     return max(int(seconds * 1000), 1)

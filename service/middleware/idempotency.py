@@ -6,7 +6,11 @@ Guarantees:
     key is derived by :func:`service.idempotency.message_key`.
   * Before the actor runs, the key is claimed (one Redis script call, shared with the claims of
     other threads made at the same moment; the database when Redis is unavailable or the
-    actor's ``idempotency_store`` is ``database``). A message whose key is held
+    actor's ``idempotency_store`` is ``database``). On Callboard's Redis broker, when the state
+    Redis is the broker's, the producer writes the key into the message (option
+    ``callboard_claim``: "<digest> <ttl ms>") and the worker's fetch claims it in the same script
+    call that fetches the message, so the worker makes no call of its own; the worker derives the
+    key again and uses the fetch's claim only if the two agree. A message whose key is held
     by another message, running or finished within the TTL, is acked without running: outcome
     ``skipped``, counted in ``callboard_idempotent_duplicates_total{queue,actor}``, logged as
     ``message.duplicate``.
@@ -45,30 +49,37 @@ Parameters:
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import threading
 from typing import Any
 
 import redis
-from dramatiq import Broker, Middleware
+from dramatiq import Broker, Middleware, Worker
 from dramatiq.middleware import SkipMessage
 from sqlalchemy.exc import SQLAlchemyError
 
 from config.policies import DEFAULT_POLICY
 from config.settings import get_settings
 from service import intake
+from service.brokers.redis import FETCH_CLAIM, CallboardRedisBroker, FetchClaims
 from service.idempotency import Claim, KeyStore, message_key
+from service.idempotency.redis_store import FALLBACK_FLAG, PREFIX, ttl_ms
 from service.logs import log_event
 from service.metrics import definitions as m
 from service.middleware.metrics import actor_label
 from service.middleware.options import option
 from service.middleware.outcomes import mark_skipped
 from service.middleware.validation import reject
-from service.state import state_client
+from service.state import same_database, state_client
 
 logger = logging.getLogger(__name__)
 
 _CLAIM = "_callboard_idempotency_claim"
+
+#: The message option that carries a key for the fetch to claim: "<digest> <ttl ms>".
+CLAIM_OPTION = "callboard_claim"
 
 
 class Idempotency(Middleware):
@@ -79,23 +90,58 @@ class Idempotency(Middleware):
         self.failover = failover
         self._store: KeyStore | None = None
         self._deferring = False  # successes batched (see _settle); set with the store
+        self._on_fetch: bool | None = None  # keys claimed by fetches (see _claims_on_fetch)
         self._lock = threading.Lock()
 
     @property
     def actor_options(self) -> set[str]:
         return {"idempotency_scope", "idempotency_ttl", "idempotency_store"}
 
-    def before_process_message(self, broker: Broker, message: Any) -> None:
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        if self._claims_on_fetch(broker):
+            assert isinstance(broker, CallboardRedisBroker)
+            release = functools.partial(self._release_body_claim, broker)
+            broker.fetch_claims = FetchClaims(PREFIX, FALLBACK_FLAG, release)
+
+    def before_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
+        """Write the key into a keyed message, for the worker's fetch to claim (see above)."""
+        if not self._claims_on_fetch(broker):
+            return
+        message.options.pop(CLAIM_OPTION, None)  # a retry's key is derived again
         scope = option(broker, message, "idempotency_scope")
         if scope is None and message.options.get("idempotency_key") is None:
+            return
+        if option(broker, message, "idempotency_store", "redis") != "redis":
+            return
+        try:
+            key = message_key(message.actor_name, message.args, message.kwargs, message.options, scope)
+        except ValueError:  # the worker refuses it; service.send refuses it before this
+            return
+        ttl = option(broker, message, "idempotency_ttl", DEFAULT_POLICY.idempotency_ttl * 1000) / 1000
+        message.options[CLAIM_OPTION] = f"{key} {ttl_ms(ttl)}"
+
+    def before_process_message(self, broker: Broker, message: Any) -> None:
+        fetched: int | None = message.__dict__.pop(FETCH_CLAIM, None)
+        scope = option(broker, message, "idempotency_scope")
+        if scope is None and message.options.get("idempotency_key") is None:
+            if fetched:  # the actor stopped being keyed since it was sent
+                self._release_fetched(broker, message)
             return
         try:
             key = message_key(message.actor_name, message.args, message.kwargs, message.options, scope)
         except ValueError as error:
+            if fetched:
+                self._release_fetched(broker, message)
             reject(message, intake.BadOptions(str(error), message))
         ttl = option(broker, message, "idempotency_ttl", DEFAULT_POLICY.idempotency_ttl * 1000) / 1000
         store = option(broker, message, "idempotency_store", "redis")
-        claim = self.store(broker).claim(key, message.message_id, message.actor_name, ttl, store)
+        keys = self.store(broker)
+        if fetched is not None and store == "redis" and _fetched_key(message) == key:
+            claim = keys.adopt(fetched, key, message.message_id, message.actor_name, ttl)
+        else:
+            if fetched:  # a key that is not this message's (written by another producer's rules)
+                self._release_fetched(broker, message)
+            claim = keys.claim(key, message.message_id, message.actor_name, ttl, store)
         if claim is None:
             m.IDEMPOTENT_DUPLICATES.labels(message.queue_name, actor_label(broker, message.actor_name)).inc()
             log_event(logger, logging.INFO, "message.duplicate", scope=scope or "global")
@@ -109,11 +155,15 @@ class Idempotency(Middleware):
         claim: Claim | None = message.__dict__.pop(_CLAIM, None)
         if claim is not None:
             self._settle(broker, claim, success=exception is None)
+        elif message.__dict__.pop(FETCH_CLAIM, None):  # failed before its claim was adopted
+            self._release_fetched(broker, message)
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
         claim: Claim | None = message.__dict__.pop(_CLAIM, None)
         if claim is not None:  # skipped by a later middleware: it did not run, free the key
             self._settle(broker, claim, success=False)
+        elif message.__dict__.pop(FETCH_CLAIM, None):  # skipped before its claim was adopted
+            self._release_fetched(broker, message)
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         if self._store is not None:
@@ -134,6 +184,33 @@ class Idempotency(Middleware):
                 self._store = store
             return self._store
 
+    def _claims_on_fetch(self, broker: Broker) -> bool:
+        # Only where the fetch's Redis is the one that holds the keys (the state Redis).
+        if self._on_fetch is None:
+            state = state_client(broker, get_settings())
+            self._on_fetch = (
+                isinstance(broker, CallboardRedisBroker)
+                and state is not None
+                and same_database(state, broker.client)
+            )
+        return self._on_fetch
+
+    def _release_fetched(self, broker: Broker, message: Any) -> None:
+        """Free the key that ``message``'s fetch claimed and that it will not use."""
+        key = _fetched_key(message)
+        if key is not None:
+            self._settle(broker, Claim(key, message.message_id, 0, ("redis",)), success=False)
+
+    def _release_body_claim(self, broker: Broker, body: bytes) -> None:
+        """Free the key that the fetch of ``body`` claimed (a body refused at intake)."""
+        try:
+            fields = json.loads(body)
+            token, key = fields["message_id"], fields["options"][CLAIM_OPTION].split(" ")[0]
+            self.store(broker).release(Claim(key, token, 0, ("redis",)))
+        except (ValueError, TypeError, KeyError, AttributeError, redis.RedisError) as error:
+            # The key then lives out its TTL: other messages with it are skipped meanwhile.
+            log_event(logger, logging.WARNING, "idempotency.settle_failed", success=False, error=str(error))
+
     def _settle(self, broker: Broker, claim: Claim, *, success: bool) -> None:
         try:
             if success:
@@ -153,3 +230,8 @@ class Idempotency(Middleware):
                 stores=",".join(claim.stores),
                 error=str(error),
             )
+
+
+def _fetched_key(message: Any) -> str | None:
+    spec = message.options.get(CLAIM_OPTION)
+    return spec.split(" ")[0] if isinstance(spec, str) else None

@@ -10,16 +10,19 @@ import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import redis
 from dramatiq import Broker
+from dramatiq.common import current_millis
 from dramatiq.results import ResultFailure
 from sqlalchemy import func, select
 
 from service import send, send_many
 from service.brokers.embedded import EmbeddedRedis
+from service.brokers.redis import FETCH_CLAIM
 from service.db.engine import session
 from service.deadletters import store as dead_letters
 from service.errors import BadInputError
@@ -27,10 +30,12 @@ from service.idempotency import Claim, KeyStore, database, message_key
 from service.idempotency.database import IdempotencyRecord
 from service.idempotency.keys import Store
 from service.idempotency.redis_store import PREFIX
+from service.middleware.idempotency import CLAIM_OPTION, Idempotency
 from service.schedule_history import Fire
 from tests.conftest import configure_process
 from tests.integration.conftest import StartWorker
 from tests.support import idempotency_actors
+from tests.support.actors import QUEUE
 from tests.support.ports import free_port
 from tests.support.processes import CallboardProcess, run_callboard
 from tests.support.producer import adopt_actors
@@ -314,3 +319,96 @@ def test_a_deferred_success_reaches_redis_before_the_ack_of_its_message(
         assert redis_client.get(PREFIX + key) == b"done:m1"
     finally:
         broker.close()
+
+
+# -- claims made by the fetch ------------------------------------------------------------------
+
+
+def _fetch_claiming_consumer(broker: Broker) -> Any:
+    """A consumer of the test queue whose fetches claim keys, as in a booted worker."""
+    middleware = next(m for m in broker.middleware if isinstance(m, Idempotency))
+    middleware.before_worker_boot(broker, None)  # type: ignore[arg-type]  # no worker needed
+    return broker.consume(QUEUE, prefetch=16, timeout=100)
+
+
+@pytest.mark.usefixtures("env")
+def test_the_fetch_claims_the_key_the_producer_wrote_into_the_message(
+    redis_producer: Broker, redis_client: redis.Redis
+) -> None:
+    # Given a keyed message sent through Callboard's Redis broker
+    sent = idempotency_actors.ti_once.send("fetched")
+    key = message_key("ti_once", ["fetched"], {}, {}, "global")
+    stored = json.loads(redis_client.hget(f"dramatiq:{QUEUE}.msgs", sent.options["redis_message_id"]))
+    assert stored["options"][CLAIM_OPTION] == f"{key} {24 * 3600 * 1000}"
+    consumer = _fetch_claiming_consumer(redis_producer)
+    # When a worker's consumer fetches it
+    first = next(consumer)
+    # Then the fetch claimed the key for the message, before anything ran
+    assert first is not None and first.__dict__[FETCH_CLAIM] == 1
+    assert redis_client.get(PREFIX + key) == f"run:{sent.message_id}".encode()
+    # And a copy fetched later is told it is a duplicate by its own fetch
+    send("ti_once", ["fetched"])
+    second = next(consumer)
+    assert second is not None and second.__dict__[FETCH_CLAIM] == 0
+    # While an unkeyed message claims nothing
+    send("tb_record", ["plain"])
+    third = next(consumer)
+    assert third is not None and FETCH_CLAIM not in third.__dict__
+
+
+@pytest.mark.usefixtures("env")
+def test_a_fetched_claim_is_freed_when_its_message_is_refused_at_intake(
+    redis_producer: Broker, redis_client: redis.Redis
+) -> None:
+    # Given a keyed message whose body names another queue than the one it was pushed to
+    sent = idempotency_actors.ti_once.send("refused")
+    redis_id = sent.options["redis_message_id"]
+    body = json.loads(redis_client.hget(f"dramatiq:{QUEUE}.msgs", redis_id))
+    body["queue_name"] = "elsewhere"
+    redis_client.hset(f"dramatiq:{QUEUE}.msgs", redis_id, json.dumps(body))
+    consumer = _fetch_claiming_consumer(redis_producer)
+    # When the consumer fetches it (claiming its key) and refuses it
+    assert next(consumer) is None
+    # Then it is a dead letter and its key is free again
+    assert redis_client.zscore(f"dramatiq:{QUEUE}.XQ", redis_id) is not None
+    assert not redis_client.exists(PREFIX + message_key("ti_once", ["refused"], {}, {}, "global"))
+
+
+@pytest.mark.usefixtures("env")
+def test_a_message_that_expires_before_running_frees_the_key_its_fetch_claimed(
+    start_worker: StartWorker,
+) -> None:
+    # Given a keyed message that is past its max_age when a worker fetches it
+    sent = idempotency_actors.ti_once.send_with_options(args=("expired",), max_age=200)
+    wait_until(lambda: current_millis() - sent.message_timestamp > 250, timeout=5, message="age")
+    worker = start(start_worker)
+    # When the worker skips it as expired (the fetch had claimed its key)
+    worker.wait_for_event("message.expired", timeout=30)
+    # Then the key is free: the same call sent again runs
+    send("ti_once", ["expired"])
+    wait_until(lambda: runs("expired") == 1, timeout=30, message="the second copy to run")
+
+
+@pytest.mark.usefixtures("env")
+def test_hostile_claim_options_claim_nothing_and_break_no_fetch(
+    redis_producer: Broker, redis_client: redis.Redis
+) -> None:
+    # Given bodies whose claim option is of the wrong type or shape, or that do not decode
+    hostile = [42, ["a" * 64, 1], "not hex 100", "ab 0", "ab -5", f"{'a' * 64}", None]
+    sent = [idempotency_actors.ti_once.send("hostile", n) for n in range(len(hostile) + 1)]
+    bodies = f"dramatiq:{QUEUE}.msgs"
+    for message, spec in zip(sent, hostile, strict=False):
+        body = json.loads(redis_client.hget(bodies, message.options["redis_message_id"]))
+        body["options"][CLAIM_OPTION] = spec
+        redis_client.hset(bodies, message.options["redis_message_id"], json.dumps(body))
+    garbage = b'{"options": {"callboard_claim": "' + b"[" * 5000
+    redis_client.hset(bodies, sent[-1].options["redis_message_id"], garbage)
+    consumer = _fetch_claiming_consumer(redis_producer)
+    # When a consumer fetches them all
+    fetched = [next(consumer) for _ in range(len(hostile))]
+    # Then none carries a claim made by the fetch (the worker claims them itself), the garbage
+    # body is dead-lettered, and no key was claimed
+    assert all(m is not None and FETCH_CLAIM not in m.__dict__ for m in fetched)
+    assert next(consumer) is None
+    assert redis_client.zcard(f"dramatiq:{QUEUE}.XQ") == 1
+    assert not redis_client.keys(PREFIX + "*")
