@@ -39,6 +39,7 @@ Options (message → actor → policy):
   idempotency_store(str): ``redis`` (with the database as fallback) or ``database``.
     Defaults to ``redis``.
   user_id / tenant_id(str | int): the namespace of scope ``user`` / ``tenant`` keys.
+  callboard_claim(str): written by the producer's ``before_enqueue`` (see above); not for senders.
 
 Parameters:
   redis_timeout(float): seconds a Redis claim may take before the database is used.
