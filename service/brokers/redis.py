@@ -38,7 +38,7 @@ from service.brokers.disposition import Disposition, disposition_of
 from service.brokers.stats import QueueStats
 from service.brokers.wakeup import NOTIFY_BELOW, NOTIFY_SCRIPT, WakeUps
 from service.deadletters.capture import DeadEntry, dead_body, log_rejected, rejected_body
-from service.idempotency.redis_store import CLAIM_FUNCTION
+from service.idempotency.redis_store import CLAIM_FUNCTION, SUCCEED_FUNCTION
 from service.logs import log_event
 
 logger = logging.getLogger(__name__)
@@ -112,22 +112,29 @@ return result
 
 #: Ack a batch like Dramatiq's "ack" and fetch like its "fetch" (same keys, same heartbeat),
 #: returning (id, body, claim) triples. ARGV: timestamp, queue, worker id, fetch count, idempotency
-#: key prefix ("" for no fetch claims), fallback flag key, largest body to claim from, ids to ack...
+#: key prefix ("" for no fetch claims), fallback flag key, largest body to claim from, number of
+#: ids to ack, the ids to ack, then (key, message id, TTL ms) per idempotency success to record
+#: (``succeed_key``), before the acks: a message's success reaches Redis with its ack or before.
 #: A fetched body carrying a ``callboard_claim`` option ("<key digest> <ttl ms>", set by the
 #: producer's Idempotency middleware) has its key claimed here for its message id, as the worker's
 #: claim would (``claim_key``): claim is 1 or 2 (claimed) or 0 (duplicate); -1 when nothing was
 #: claimed. Delay queues claim nothing: their messages only move to their queue.
 ACK_FETCH_SCRIPT = (
     CLAIM_FUNCTION
+    + SUCCEED_FUNCTION
     + """
 local namespace = KEYS[1]
 local timestamp, queue_name, worker_id, count = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local claim_prefix, claim_flag, claim_limit = ARGV[5], ARGV[6], tonumber(ARGV[7])
+local last_ack = 8 + tonumber(ARGV[8])
 redis.call("zadd", namespace .. ":__heartbeats__", timestamp, worker_id)
 local queue_full_name = namespace .. ":" .. queue_name
 local queue_messages = queue_full_name .. ".msgs"
 local queue_acks = namespace .. ":__acks__." .. worker_id .. "." .. queue_name
-for i = 8, #ARGV do
+for i = last_ack + 1, #ARGV, 3 do
+    succeed_key(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+end
+for i = 9, last_ack do
     if redis.call("srem", queue_acks, ARGV[i]) > 0 then
         redis.call("hdel", queue_messages, ARGV[i])
     end
@@ -194,6 +201,18 @@ class FetchClaims:
     release: Callable[[bytes], None]
 
 
+@dataclass(frozen=True, slots=True)
+class Acks:
+    """What a consumer sends with its next fetch: Redis ids to ack, and idempotency successes
+    (flat key, message id, TTL ms; see :meth:`CallboardRedisBroker.succeed_with_ack`)."""
+
+    ids: list[str]
+    successes: list[str | int]
+
+    def __bool__(self) -> bool:
+        return bool(self.ids or self.successes)
+
+
 class CallboardRedisBroker(RedisBroker):
     """A :class:`dramatiq.brokers.redis.RedisBroker` with wake-ups, bulk enqueue and hand-back.
 
@@ -230,6 +249,8 @@ class CallboardRedisBroker(RedisBroker):
         # Acks waiting for their queue's consumer thread; kept here, not in a consumer, so a
         # consumer restarted after a connection error still sends its predecessor's acks.
         self._pending_acks: dict[str, list[str]] = {}
+        # Idempotency successes sent with their queue's next acks: flat (key, message id, TTL ms).
+        self._pending_successes: dict[str, list[str | int]] = {}
         # Redis ids handed to this process's threads and not yet acked, requeued or dead-lettered,
         # per queue: what a restarted consumer must not reclaim (see _reclaim).
         self._held: dict[str, set[str]] = {}
@@ -327,6 +348,17 @@ class CallboardRedisBroker(RedisBroker):
             self._held.get(queue_name, set()).discard(redis_id)
             self._pending_acks.setdefault(queue_name, []).append(redis_id)
 
+    def succeed_with_ack(self, queue_name: str, key: str, message_id: str, ttl_ms: int) -> None:
+        """Keep idempotency key ``key`` as done by ``message_id`` for ``ttl_ms`` (if that
+        message's run holds it), in the script call that sends ``queue_name``'s next acks.
+
+        Call it before the message is acked (a middleware's ``after`` hook): its success then
+        reaches Redis in the same atomic call as its ack, never after it, and costs no round trip
+        of its own.
+        """
+        with self._acks_lock:
+            self._pending_successes.setdefault(queue_name, []).extend((key, message_id, ttl_ms))
+
     def hold(self, queue_name: str, redis_id: str) -> None:
         """``redis_id`` was handed to this process's threads (the consumer thread calls this)."""
         self._held.setdefault(queue_name, set()).add(redis_id)
@@ -368,29 +400,29 @@ class CallboardRedisBroker(RedisBroker):
             self.wake(queue_name)
         return moved
 
-    def take_acks(self, queue_name: str) -> list[str]:
-        """The acks waiting for ``queue_name``, removed from the waiting list."""
+    def take_acks(self, queue_name: str) -> Acks:
+        """The acks (and successes) waiting for ``queue_name``, removed from the waiting lists."""
         with self._acks_lock:
-            return self._pending_acks.pop(queue_name, [])
+            return Acks(self._pending_acks.pop(queue_name, []), self._pending_successes.pop(queue_name, []))
 
-    def restore_acks(self, queue_name: str, redis_ids: list[str]) -> None:
+    def restore_acks(self, queue_name: str, acks: Acks) -> None:
         """Put back acks that could not be sent (the connection failed); they go with the next."""
-        if redis_ids:
+        if acks:
             with self._acks_lock:
-                self._pending_acks.setdefault(queue_name, [])[:0] = redis_ids
+                self._pending_acks.setdefault(queue_name, [])[:0] = acks.ids
+                self._pending_successes.setdefault(queue_name, [])[:0] = acks.successes
 
-    def ack_and_fetch(
-        self, queue_name: str, acks: list[str], count: int
-    ) -> list[tuple[str, bytes | None, int]]:
-        """Ack ``acks``, then fetch up to ``count`` messages of ``queue_name`` as (Redis id, body,
-        claim) triples, in one script call that also beats this worker's heartbeat.
+    def ack_and_fetch(self, queue_name: str, acks: Acks, count: int) -> list[tuple[str, bytes | None, int]]:
+        """Ack ``acks`` (recording their successes first), then fetch up to ``count`` messages of
+        ``queue_name`` as (Redis id, body, claim) triples, in one script call that also beats this
+        worker's heartbeat.
 
         Dramatiq's fetch returns bodies without their ids, so a body that does not decode could
         never be dead-lettered; this script returns both. ``claim`` is the outcome of claiming the
         message's idempotency key with :attr:`fetch_claims` (1 or 2 claimed, 0 duplicate), -1 when
         nothing was claimed.
         """
-        if acks:
+        if acks.ids:
             for flush in self.before_ack_flush:
                 flush()
         if self._should_do_maintenance("fetch"):
@@ -407,14 +439,16 @@ class CallboardRedisBroker(RedisBroker):
                 "" if claims is None else claims.prefix,
                 "" if claims is None else claims.flag,
                 self._claim_limit,
-                *acks,
+                len(acks.ids),
+                *acks.ids,
+                *acks.successes,
             ],
         )
         return [(_text(flat[i]), flat[i + 1], int(flat[i + 2])) for i in range(0, len(flat), 3)]
 
     def flush_acks(self) -> None:
         """Send every waiting ack now (shutdown, hand-back)."""
-        for queue_name in list(self._pending_acks):
+        for queue_name in {*self._pending_acks, *self._pending_successes}:
             acks = self.take_acks(queue_name)
             if acks:
                 try:

@@ -26,6 +26,10 @@ STORES: tuple[Store, ...] = ("redis", "database")
 SCOPE_OPTIONS: dict[str, str] = {"user": "user_id", "tenant": "tenant_id"}
 
 
+# Sorted keys, no whitespace; built once (json.dumps builds an encoder per call with these options).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def scope_problem(scope: str | None, options: dict[str, Any]) -> str | None:
     """Why a message with ``options`` cannot be claimed under ``scope``, or None if it can."""
     name = SCOPE_OPTIONS.get(scope or "global")
@@ -57,5 +61,4 @@ def message_key(
         material: list[Any] = [actor_name, scope, namespace, "args", list(args), kwargs]
     else:
         material = [actor_name, scope, namespace, "key", str(given)]
-    text = json.dumps(material, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(material).encode()).hexdigest()

@@ -50,22 +50,29 @@ end
 
 _CLAIM = CLAIM_FUNCTION + "return claim_key(KEYS[1], ARGV[1], ARGV[2], KEYS[2])"
 
-_SUCCEED = """
-if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('set', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
+#: A success, as a Lua function that other scripts include (the Redis broker's ack sends the
+#: successes of the messages it acks with it). Keeps ``key`` as ``done:<message id>`` for ``ttl``
+#: ms if that message's run holds it; returns 1, or 0 if it does not.
+SUCCEED_FUNCTION = """
+local function succeed_key(key, message_id, ttl)
+  if redis.call('get', key) ~= 'run:' .. message_id then return 0 end
+  redis.call('set', key, 'done:' .. message_id, 'PX', ttl)
+  return 1
+end
 """
 
-# KEYS: the keys to settle; ARGV: per key, its run token, its done token and its TTL in ms.
-_SUCCEED_MANY = """
+_SUCCEED = SUCCEED_FUNCTION + "return succeed_key(KEYS[1], ARGV[1], ARGV[2])"
+
+# KEYS: the keys to settle; ARGV: per key, its message id and its TTL in ms.
+_SUCCEED_MANY = (
+    SUCCEED_FUNCTION
+    + """
 for i = 1, #KEYS do
-  local a = (i - 1) * 3
-  if redis.call('get', KEYS[i]) == ARGV[a + 1] then
-    redis.call('set', KEYS[i], ARGV[a + 2], 'PX', ARGV[a + 3])
-  end
+  succeed_key(KEYS[i], ARGV[2 * i - 1], ARGV[2 * i])
 end
 return #KEYS
 """
+)
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -226,7 +233,7 @@ def _sha(script: str) -> str:
 
 
 def _succeed_args(token: str, ttl: float) -> list[str | int]:
-    return [f"run:{token}", f"done:{token}", ttl_ms(ttl)]
+    return [token, ttl_ms(ttl)]
 
 
 def ttl_ms(seconds: float) -> int:

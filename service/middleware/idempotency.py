@@ -66,6 +66,7 @@ from config.settings import get_settings
 from service import intake
 from service.brokers.redis import FETCH_CLAIM, CallboardRedisBroker, FetchClaims
 from service.idempotency import Claim, KeyStore, message_key
+from service.idempotency.keys import Store
 from service.idempotency.redis_store import FALLBACK_FLAG, PREFIX, ttl_ms
 from service.logs import log_event
 from service.metrics import definitions as m
@@ -92,6 +93,7 @@ class Idempotency(Middleware):
         self._store: KeyStore | None = None
         self._deferring = False  # successes batched (see _settle); set with the store
         self._on_fetch: bool | None = None  # keys claimed by fetches (see _claims_on_fetch)
+        self._by_actor: dict[str, tuple[str | None, float, Store]] = {}  # see _settings
         self._lock = threading.Lock()
 
     @property
@@ -108,41 +110,40 @@ class Idempotency(Middleware):
         """Write the key into a keyed message, for the worker's fetch to claim (see above)."""
         if not self._claims_on_fetch(broker):
             return
-        message.options.pop(CLAIM_OPTION, None)  # a retry's key is derived again
-        scope = option(broker, message, "idempotency_scope")
-        if scope is None and message.options.get("idempotency_key") is None:
-            return
-        if option(broker, message, "idempotency_store", "redis") != "redis":
+        options = message.options
+        options.pop(CLAIM_OPTION, None)  # a retry's key is derived again
+        scope, ttl, store = self._settings(broker, message.actor_name, options)
+        if (scope is None and options.get("idempotency_key") is None) or store != "redis":
             return
         try:
-            key = message_key(message.actor_name, message.args, message.kwargs, message.options, scope)
+            key = message_key(message.actor_name, message.args, message.kwargs, options, scope)
         except ValueError:  # the worker refuses it; service.send refuses it before this
             return
-        ttl = option(broker, message, "idempotency_ttl", DEFAULT_POLICY.idempotency_ttl * 1000) / 1000
-        message.options[CLAIM_OPTION] = f"{key} {ttl_ms(ttl)}"
+        options[CLAIM_OPTION] = f"{key} {ttl_ms(ttl)}"
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
         fetched: int | None = message.__dict__.pop(FETCH_CLAIM, None)
-        scope = option(broker, message, "idempotency_scope")
-        if scope is None and message.options.get("idempotency_key") is None:
+        # The message itself: a proxy forwards each attribute read through __getattr__.
+        raw = getattr(message, "_message", message)
+        options, actor_name = raw.options, raw.actor_name
+        scope, ttl, store = self._settings(broker, actor_name, options)
+        if scope is None and options.get("idempotency_key") is None:
             if fetched:  # the actor stopped being keyed since it was sent
                 self._release_fetched(broker, message)
             return
         try:
-            key = message_key(message.actor_name, message.args, message.kwargs, message.options, scope)
+            key = message_key(actor_name, raw.args, raw.kwargs, options, scope)
         except ValueError as error:
             if fetched:
                 self._release_fetched(broker, message)
             reject(message, intake.BadOptions(str(error), message))
-        ttl = option(broker, message, "idempotency_ttl", DEFAULT_POLICY.idempotency_ttl * 1000) / 1000
-        store = option(broker, message, "idempotency_store", "redis")
         keys = self.store(broker)
         if fetched is not None and store == "redis" and _fetched_key(message) == key:
-            claim = keys.adopt(fetched, key, message.message_id, message.actor_name, ttl)
+            claim = keys.adopt(fetched, key, raw.message_id, actor_name, ttl)
         else:
             if fetched:  # a key that is not this message's (written by another producer's rules)
                 self._release_fetched(broker, message)
-            claim = keys.claim(key, message.message_id, message.actor_name, ttl, store)
+            claim = keys.claim(key, raw.message_id, actor_name, ttl, store)
         if claim is None:
             m.IDEMPOTENT_DUPLICATES.labels(message.queue_name, actor_label(broker, message.actor_name)).inc()
             log_event(logger, logging.INFO, "message.duplicate", scope=scope or "global")
@@ -155,7 +156,7 @@ class Idempotency(Middleware):
     ) -> None:
         claim: Claim | None = message.__dict__.pop(_CLAIM, None)
         if claim is not None:
-            self._settle(broker, claim, success=exception is None)
+            self._settle(broker, claim, success=exception is None, queue_name=message.queue_name)
         elif message.__dict__.pop(FETCH_CLAIM, None):  # failed before its claim was adopted
             self._release_fetched(broker, message)
 
@@ -179,11 +180,37 @@ class Idempotency(Middleware):
                 client = state_client(broker, get_settings(), timeout=self.redis_timeout)
                 store = KeyStore(client, failover=self.failover)
                 hooks = getattr(broker, "before_ack_flush", None)
-                if hooks is not None:  # deferred successes reach Redis before their acks
+                # Deferred successes reach Redis before their acks. Not needed where successes
+                # go with the acks themselves (keys in the broker's Redis, see _settle).
+                if hooks is not None and not self._claims_on_fetch(broker):
                     hooks.append(store.flush)
-                self._deferring = hooks is not None
+                    self._deferring = True
                 self._store = store
             return self._store
+
+    def _settings(
+        self, broker: Broker, actor_name: str, options: dict[str, Any]
+    ) -> tuple[str | None, float, Store]:
+        """Scope, TTL (s) and store of a message: its options, then its actor's (cached: every
+        message of every actor asks, and looking an actor up costs more than the rest)."""
+        defaults = self._by_actor.get(actor_name)
+        if defaults is None:
+            probe = _Options(actor_name)
+            defaults = (
+                option(broker, probe, "idempotency_scope"),
+                option(broker, probe, "idempotency_ttl", DEFAULT_POLICY.idempotency_ttl * 1000) / 1000,
+                option(broker, probe, "idempotency_store", "redis"),
+            )
+            if actor_name in broker.actors:  # an unknown actor may be declared later
+                self._by_actor[actor_name] = defaults
+        scope, ttl, store = defaults
+        if options.get("idempotency_scope") is not None:
+            scope = options["idempotency_scope"]
+        if options.get("idempotency_ttl") is not None:
+            ttl = options["idempotency_ttl"] / 1000
+        if options.get("idempotency_store") is not None:  # checked at intake: a Store
+            store = options["idempotency_store"]
+        return scope, ttl, store
 
     def _claims_on_fetch(self, broker: Broker) -> bool:
         # Only where the fetch's Redis is the one that holds the keys (the state Redis).
@@ -212,12 +239,20 @@ class Idempotency(Middleware):
             # The key then lives out its TTL: other messages with it are skipped meanwhile.
             log_event(logger, logging.WARNING, "idempotency.settle_failed", success=False, error=str(error))
 
-    def _settle(self, broker: Broker, claim: Claim, *, success: bool) -> None:
+    def _settle(self, broker: Broker, claim: Claim, *, success: bool, queue_name: str = "") -> None:
         try:
             if success:
+                store = self.store(broker)
+                if queue_name and "redis" in claim.stores and self._claims_on_fetch(broker):
+                    # The keys live in the broker's Redis: the success goes in the script call
+                    # that acks the message (no round trip of its own, never after the ack).
+                    assert isinstance(broker, CallboardRedisBroker)
+                    broker.succeed_with_ack(queue_name, PREFIX + claim.key, claim.token, ttl_ms(claim.ttl))
+                    if claim.stores == ("redis",):
+                        return
+                    claim = claim._replace(stores=tuple(s for s in claim.stores if s != "redis"))
                 # Deferred only where the broker flushes them before it acks (Callboard's Redis
                 # broker); elsewhere the ack follows at once, so the success is sent first.
-                store = self.store(broker)
                 store.succeed(claim, defer=self._deferring)
             else:
                 self.store(broker).release(claim)
@@ -235,4 +270,14 @@ class Idempotency(Middleware):
 
 def _fetched_key(message: Any) -> str | None:
     spec = message.options.get(CLAIM_OPTION)
-    return spec.split(" ")[0] if isinstance(spec, str) else None
+    return spec.partition(" ")[0] if isinstance(spec, str) else None
+
+
+class _Options:
+    """A message with no options of its own, to read an actor's option values through option()."""
+
+    __slots__ = ("actor_name", "options")
+
+    def __init__(self, actor_name: str) -> None:
+        self.actor_name = actor_name
+        self.options: dict[str, Any] = {}

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from service import send, send_many
 from service.brokers.embedded import EmbeddedRedis
-from service.brokers.redis import FETCH_CLAIM
+from service.brokers.redis import FETCH_CLAIM, Acks, CallboardRedisBroker
 from service.db.engine import session
 from service.deadletters import store as dead_letters
 from service.errors import BadInputError
@@ -294,6 +294,34 @@ def test_prune_history_reports_what_it_removed_per_store(caplog: pytest.LogCaptu
     assert json.dumps(removed)  # JSON-able: it is the actor's result
 
 
+def test_a_success_goes_to_redis_in_the_call_that_acks_its_message(
+    redis_url: str, redis_client: redis.Redis, migrated_database_url: str, tmp_path: Path
+) -> None:
+    from config.settings import load_settings
+    from service.brokers.factory import build_broker
+
+    broker = build_broker(load_settings(data_dir=tmp_path), url=redis_url)
+    try:
+        assert isinstance(broker, CallboardRedisBroker)
+        key = "w" * 64
+        keys = KeyStore(redis_client, database_url=migrated_database_url)
+        assert keys.claim(key, "m1", "ti_once", 60) is not None
+        # Given a success recorded for the message's queue, as the middleware does after a run
+        broker.succeed_with_ack("q", PREFIX + key, "m1", 60_000)
+        assert redis_client.get(PREFIX + key) == b"run:m1"
+        # When the consumer thread sends that queue's acks
+        broker.ack_and_fetch("q", broker.take_acks("q"), 0)
+        # Then the success was written by the same call
+        assert redis_client.get(PREFIX + key) == b"done:m1"
+        assert 50 < redis_client.pttl(PREFIX + key) <= 60_000
+        # And a success whose message no longer holds the key changes nothing
+        broker.succeed_with_ack("q", PREFIX + key, "m2", 60_000)
+        broker.flush_acks()
+        assert redis_client.get(PREFIX + key) == b"done:m1"
+    finally:
+        broker.close()
+
+
 def test_a_deferred_success_reaches_redis_before_the_ack_of_its_message(
     redis_url: str, redis_client: redis.Redis, migrated_database_url: str, tmp_path: Path
 ) -> None:
@@ -304,6 +332,9 @@ def test_a_deferred_success_reaches_redis_before_the_ack_of_its_message(
     broker = build_broker(load_settings(data_dir=tmp_path), url=redis_url)
     try:
         middleware = next(m for m in broker.middleware if isinstance(m, Idempotency))
+        # As when the state Redis is not the broker's (CALLBOARD_REDIS_URL elsewhere): the fetch
+        # claims nothing and successes are deferred, flushed before acks
+        middleware._on_fetch = False
         keys = middleware.store(broker)
         assert keys._deferred is not None
         keys._deferred.interval = 3600  # the background batch would not come in time
@@ -314,7 +345,7 @@ def test_a_deferred_success_reaches_redis_before_the_ack_of_its_message(
         keys.succeed(claim, defer=True)
         assert redis_client.get(PREFIX + key) == b"run:m1"
         # When the consumer thread sends the message's ack
-        broker.ack_and_fetch("q", ["redis-id-of-m1"], 0)
+        broker.ack_and_fetch("q", Acks(["redis-id-of-m1"], []), 0)
         # Then the success was written first: a redelivered copy would find it done
         assert redis_client.get(PREFIX + key) == b"done:m1"
     finally:

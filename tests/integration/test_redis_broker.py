@@ -11,7 +11,7 @@ from dramatiq import Message
 
 from config.settings import load_settings
 from service.brokers.factory import build_broker
-from service.brokers.redis import CallboardRedisBroker
+from service.brokers.redis import Acks, CallboardRedisBroker
 from tests.support.waiting import wait_until
 
 
@@ -84,7 +84,7 @@ def test_a_new_consumer_reclaims_what_a_lost_fetch_reply_left_in_flight(broker: 
     first = broker.consume("q", prefetch=1, timeout=100)
     running = next(first)
     assert running is not None
-    lost = broker.ack_and_fetch("q", [], 3)  # Redis moved them to the ack set; nobody has them
+    lost = broker.ack_and_fetch("q", Acks([], []), 3)  # Redis moved them to the ack set; nobody has them
     assert len(lost) == 3 and broker.client.llen("dramatiq:q") == 0
 
     # When the consumer thread starts a new consumer (as Dramatiq does after a connection error)
