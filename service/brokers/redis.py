@@ -151,6 +151,7 @@ end
 if #ids == 0 then
     return {}
 end
+local flag_up = nil  -- the fallback flag, looked at once, when a first key is claimed
 local function claim_from(body)
     local ok, message = pcall(cjson.decode, body)
     if not ok or type(message) ~= "table" or type(message.options) ~= "table" then
@@ -164,7 +165,16 @@ local function claim_from(body)
     if not key or tonumber(ttl) < 1 then
         return -1
     end
-    return claim_key(claim_prefix .. key, "run:" .. message_id, ttl, claim_flag)
+    local claimed = claim_key(claim_prefix .. key, "run:" .. message_id, ttl)
+    if claimed == 1 then
+        if flag_up == nil then
+            flag_up = redis.call("exists", claim_flag) == 1
+        end
+        if flag_up then
+            return 2
+        end
+    end
+    return claimed
 end
 local claiming = claim_prefix ~= "" and string.sub(queue_name, -3) ~= ".DQ"
 local bodies = redis.call("hmget", queue_messages, unpack(ids))

@@ -35,20 +35,27 @@ FALLBACK_FLAG = PREFIX + "database-fallback"
 
 #: The claim, as a Lua function that other scripts include (the Redis broker's fetch claims the
 #: keys of the messages it fetches with it, see ``CallboardRedisBroker.fetch_claims``). Returns 1
-#: (claimed), 2 (claimed, and the database must be checked too: the fallback flag is up) or 0
-#: (held by another message: a duplicate).
+#: (claimed) or 0 (held by another message: a duplicate). A caller then returns 2 instead of 1
+#: while the database-fallback flag is up (the database must be checked too); the fetch looks at
+#: the flag once for all the messages it claims.
 CLAIM_FUNCTION = """
-local function claim_key(key, token, ttl, flag)
+local function claim_key(key, token, ttl)
   if not redis.call('set', key, token, 'NX', 'PX', ttl) then
     if redis.call('get', key) ~= token then return 0 end
     redis.call('pexpire', key, ttl)
   end
-  if redis.call('exists', flag) == 1 then return 2 end
   return 1
 end
 """
 
-_CLAIM = CLAIM_FUNCTION + "return claim_key(KEYS[1], ARGV[1], ARGV[2], KEYS[2])"
+_CLAIM = (
+    CLAIM_FUNCTION
+    + """
+local claimed = claim_key(KEYS[1], ARGV[1], ARGV[2])
+if claimed == 1 and redis.call('exists', KEYS[2]) == 1 then return 2 end
+return claimed
+"""
+)
 
 #: A success, as a Lua function that other scripts include (the Redis broker's ack sends the
 #: successes of the messages it acks with it). Keeps ``key`` as ``done:<message id>`` for ``ttl``

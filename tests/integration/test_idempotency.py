@@ -29,7 +29,7 @@ from service.errors import BadInputError
 from service.idempotency import Claim, KeyStore, database, message_key
 from service.idempotency.database import IdempotencyRecord
 from service.idempotency.keys import Store
-from service.idempotency.redis_store import PREFIX
+from service.idempotency.redis_store import FALLBACK_FLAG, PREFIX
 from service.middleware.idempotency import CLAIM_OPTION, Idempotency
 from service.schedule_history import Fire
 from tests.conftest import configure_process
@@ -385,6 +385,12 @@ def test_the_fetch_claims_the_key_the_producer_wrote_into_the_message(
     send("tb_record", ["plain"])
     third = next(consumer)
     assert third is not None and FETCH_CLAIM not in third.__dict__
+    # And while the database-fallback flag is up, a fetched claim says the database must be
+    # checked too (outcome 2)
+    redis_client.set(FALLBACK_FLAG, "1", px=60_000)
+    idempotency_actors.ti_once.send("flagged")
+    fourth = next(consumer)
+    assert fourth is not None and fourth.__dict__[FETCH_CLAIM] == 2
 
 
 @pytest.mark.usefixtures("env")
