@@ -299,6 +299,7 @@ _OPTION_CHECKS: dict[str, _Check] = {
     "idempotency_scope": _SCOPE,
     "idempotency_ttl": _LIMIT,
     "idempotency_store": _STORE,
+    "callboard_claim": _TEXT,  # written by the producer's Idempotency middleware
     "user_id": _ID,
     "tenant_id": _ID,
     "store_results": _FLAG,  # ResultStorage
