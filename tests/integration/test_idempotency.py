@@ -413,7 +413,7 @@ def test_a_fetched_claim_is_freed_when_its_message_is_refused_at_intake(
 
 @pytest.mark.usefixtures("env")
 def test_a_message_that_expires_before_running_frees_the_key_its_fetch_claimed(
-    start_worker: StartWorker,
+    start_worker: StartWorker, redis_client: redis.Redis
 ) -> None:
     # Given a keyed message that is past its max_age when a worker fetches it
     sent = idempotency_actors.ti_once.send_with_options(args=("expired",), max_age=200)
@@ -421,9 +421,14 @@ def test_a_message_that_expires_before_running_frees_the_key_its_fetch_claimed(
     worker = start(start_worker)
     # When the worker skips it as expired (the fetch had claimed its key)
     worker.wait_for_event("message.expired", timeout=30)
-    # Then the key is free: the same call sent again runs
+    # Then the key is freed (after the skip: a copy fetched before that is a duplicate, as a
+    # copy of any message still in flight is)
+    key = PREFIX + message_key("ti_once", ["expired"], {}, {}, "global")
+    wait_until(lambda: not redis_client.exists(key), timeout=10, message="the expired message's key freed")
+    # And the same call sent again runs
     send("ti_once", ["expired"])
     wait_until(lambda: runs("expired") == 1, timeout=30, message="the second copy to run")
+    assert not worker.events("message.duplicate")
 
 
 @pytest.mark.usefixtures("env")
