@@ -138,7 +138,7 @@ class Idempotency(Middleware):
                 self._release_fetched(broker, message)
             reject(message, intake.BadOptions(str(error), message))
         keys = self.store(broker)
-        if fetched is not None and store == "redis" and _fetched_key(message) == key:
+        if fetched is not None and store == "redis" and _claimed_key(options) == key:
             claim = keys.adopt(fetched, key, raw.message_id, actor_name, ttl)
         else:
             if fetched:  # a key that is not this message's (written by another producer's rules)
@@ -225,7 +225,7 @@ class Idempotency(Middleware):
 
     def _release_fetched(self, broker: Broker, message: Any) -> None:
         """Free the key that ``message``'s fetch claimed and that it will not use."""
-        key = _fetched_key(message)
+        key = _claimed_key(message.options)
         if key is not None:
             self._settle(broker, Claim(key, message.message_id, 0, ("redis",)), success=False)
 
@@ -233,8 +233,9 @@ class Idempotency(Middleware):
         """Free the key that the fetch of ``body`` claimed (a body refused at intake)."""
         try:
             fields = json.loads(body)
-            token, key = fields["message_id"], fields["options"][CLAIM_OPTION].split(" ")[0]
-            self.store(broker).release(Claim(key, token, 0, ("redis",)))
+            key = _claimed_key(fields["options"])
+            if key is not None:
+                self.store(broker).release(Claim(key, fields["message_id"], 0, ("redis",)))
         except (ValueError, TypeError, KeyError, AttributeError, redis.RedisError) as error:
             # The key then lives out its TTL: other messages with it are skipped meanwhile.
             log_event(logger, logging.WARNING, "idempotency.settle_failed", success=False, error=str(error))
@@ -268,8 +269,9 @@ class Idempotency(Middleware):
             )
 
 
-def _fetched_key(message: Any) -> str | None:
-    spec = message.options.get(CLAIM_OPTION)
+def _claimed_key(options: dict[str, Any]) -> str | None:
+    """The key digest that the ``callboard_claim`` option in ``options`` names, if any."""
+    spec = options.get(CLAIM_OPTION)
     return spec.partition(" ")[0] if isinstance(spec, str) else None
 
 
