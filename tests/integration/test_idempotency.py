@@ -454,3 +454,30 @@ def test_hostile_claim_options_claim_nothing_and_break_no_fetch(
     assert next(consumer) is None
     assert redis_client.zcard(f"dramatiq:{QUEUE}.XQ") == 3
     assert not redis_client.keys(PREFIX + "*")
+
+
+@pytest.mark.usefixtures("env")
+def test_a_claim_that_is_not_the_messages_own_is_freed_before_it_runs(
+    redis_producer: Broker, redis_client: redis.Redis
+) -> None:
+    # Given an unkeyed message, and a keyed one whose claim names a key that is not its own,
+    # as a producer with other rules (or a sender) could write them
+    bodies = f"dramatiq:{QUEUE}.msgs"
+    plain = idempotency_actors.ti_result.send("a@example.com")
+    keyed = idempotency_actors.ti_once.send("foreign")
+    for message, foreign in ((plain, "a" * 64), (keyed, "b" * 64)):
+        body = json.loads(redis_client.hget(bodies, message.options["redis_message_id"]))
+        body["options"][CLAIM_OPTION] = f"{foreign} 60000"
+        redis_client.hset(bodies, message.options["redis_message_id"], json.dumps(body))
+    consumer = _fetch_claiming_consumer(redis_producer)
+    middleware = next(m for m in redis_producer.middleware if isinstance(m, Idempotency))
+    fetched = [next(consumer), next(consumer)]
+    assert all(m is not None and m.__dict__[FETCH_CLAIM] == 1 for m in fetched)
+    assert redis_client.exists(PREFIX + "a" * 64, PREFIX + "b" * 64) == 2
+    # When the worker's hook looks at them before they run
+    for message in fetched:
+        middleware.before_process_message(redis_producer, message)
+    # Then both foreign keys are free again, and the keyed message holds its own key
+    assert redis_client.exists(PREFIX + "a" * 64, PREFIX + "b" * 64) == 0
+    own = PREFIX + message_key("ti_once", ["foreign"], {}, {}, "global")
+    assert redis_client.get(own) == f"run:{keyed.message_id}".encode()
