@@ -6,6 +6,7 @@ Nothing here knows about Dramatiq, Callboard or Celery; :mod:`systems` does.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -30,6 +31,23 @@ PYTHON = sys.executable
 
 #: Key patterns the benchmarks create in a Redis database (brokers' and the probe's).
 OWN_KEY_PATTERNS = ("dramatiq:*", "bench:*", "_kombu.*", "unacked", "unacked_index", "unacked_mutex")
+
+
+def _cpus(variable: str) -> set[int] | None:
+    value = os.environ.get(variable, "")
+    return {int(cpu) for cpu in value.split(",")} if value else None
+
+
+#: CPUs for private Redis servers and for worker processes (``BENCH_REDIS_CPUS``,
+#: ``BENCH_WORKER_CPUS``: comma lists; unset, the scheduler places them).
+REDIS_CPUS = _cpus("BENCH_REDIS_CPUS")
+WORKER_CPUS = _cpus("BENCH_WORKER_CPUS")
+
+
+def pin(pid: int, cpus: set[int] | None) -> None:
+    """Restrict ``pid`` (and what it forks from now on) to ``cpus``; ``None`` leaves it alone."""
+    if cpus:
+        os.sched_setaffinity(pid, cpus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +146,7 @@ def redis_for(system_index: int, url: str | None, base_db: int) -> Iterator[Redi
             with target.client() as client:
                 client.config_set("save", "")
                 client.config_set("appendonly", "no")
+                pin(int(client.info("server")["process_id"]), REDIS_CPUS)
             yield target
         finally:
             server.stop()
@@ -167,6 +186,8 @@ class WorkerGroup:
             )
             for command in commands
         ]
+        for root in self.roots:  # before a supervisor forks: its workers inherit the set
+            pin(root.pid, WORKER_CPUS)
 
     def processes(self) -> list[psutil.Process]:
         """The started processes and all their live descendants, roots first."""
@@ -198,6 +219,14 @@ class WorkerGroup:
         for process in self.processes():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGCONT)
+
+    def context_switches(self) -> int:
+        """Context switches so far of every thread of every live process of the group."""
+        total = 0
+        for process in self.processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += thread_context_switches(process.pid)
+        return total
 
     def cpu_seconds(self) -> dict[int, float]:
         """CPU seconds used so far by each process of the group, by pid.
@@ -251,6 +280,18 @@ class WorkerGroup:
         self._log.close()
 
 
+def thread_context_switches(pid: int) -> int:
+    """Voluntary and involuntary context switches of all threads of ``pid`` (Linux ``/proc``;
+    psutil counts the main thread only); 0 where ``/proc`` is missing."""
+    total = 0
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        with contextlib.suppress(OSError):
+            for line in status.read_text().splitlines():
+                if "ctxt_switches:" in line:
+                    total += int(line.split()[1])
+    return total
+
+
 def process_cpu_seconds(process: psutil.Process) -> float:
     """User and system CPU seconds of ``process`` and of the children it has reaped."""
     times = process.cpu_times()
@@ -284,6 +325,24 @@ class ForeignLoad:
         elapsed = time.monotonic() - started
         foreign = (machine_busy_seconds() - busy) - (self._own() - own)
         return max(0.0, foreign / elapsed) if elapsed > 0 else 0.0
+
+
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    """User and system CPU seconds the Redis server behind ``client`` has used (``INFO cpu``).
+
+    Of the whole server: with ``--redis-url`` it counts other clients' commands too.
+    """
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def redis_calls(client: redis.Redis) -> dict[str, int]:
+    """Calls so far of each command of the Redis server behind ``client`` (``INFO commandstats``;
+    commands that scripts run are counted too, under their own names)."""
+    return {
+        name.removeprefix("cmdstat_"): int(stats["calls"])
+        for name, stats in client.info("commandstats").items()
+    }
 
 
 def redis_server_processes() -> list[psutil.Process]:
@@ -385,3 +444,126 @@ def alternate(
             runs[name] = json.loads(output.read_text())["runs"][0]
         rounds.append(runs)
     return rounds
+
+
+def side_by_side(
+    script: Path,
+    systems: tuple[str, str],
+    options: Sequence[str],
+    rounds: int,
+    directory: Path,
+    messages: int,
+    scripts: tuple[Path, Path] | None = None,
+) -> list[list[dict[str, float]]]:
+    """Drain two systems at the same time, ``rounds`` times; returns, per round, for each system
+    in the order given (the two may be the same system: a test of the method), the
+    completions and the CPU per message of its workers and its Redis up to the moment the first
+    of the two had drained ``messages``.
+
+    Each round starts a fresh private Redis and a driver (``script --driver``) per system; each
+    driver starts its workers, fills its queue with them stopped, and writes its workers' pids to
+    a ready file. Then both groups are resumed together (the order alternates by round) and
+    compared over the same window: whatever the machine does meanwhile (another tenant of the
+    host, a slower core) slows both alike, which alternated runs cannot promise. The two compete
+    for the same cores, so a ratio of completions is a ratio of cost per message, not of the
+    rates each would reach alone. ``scripts`` gives each side its own driver script (the same
+    benchmark in another checkout: two versions of the code compared the same way).
+    """
+    results = []
+    for number in range(rounds):
+        with contextlib.ExitStack() as stack:
+            targets = [stack.enter_context(redis_for(index, None, 0)) for index in range(2)]
+            drivers, ready = [], []
+            for index, (name, target) in enumerate(zip(systems, targets, strict=True)):
+                ready_file = directory / f"{name}-{number}-{index}.ready"
+                ready_file.unlink(missing_ok=True)
+                ready.append(ready_file)
+                side = scripts[index] if scripts else script
+                command = [
+                    PYTHON, str(side), "--driver", name, "--target", target.url,
+                    "--output", str(directory / f"{name}-{number}-{index}.json"),
+                    "--ready", str(ready_file), *options, "--runs=1",
+                ]  # fmt: skip
+                # The side's own checkout leads the path (its harness gives its workers the same).
+                env = {**child_env({}), "PYTHONPATH": f"{side.parent}{os.pathsep}{side.parent.parent}"}
+                drivers.append(subprocess.Popen(command, env=env, cwd=side.parent.parent))
+                stack.callback(_stop_driver, drivers[-1])
+
+            wait_until(
+                functools.partial(_all_ready, drivers, ready),
+                timeout=300,
+                what="both drivers to fill their queues",
+            )
+            groups = [[psutil.Process(pid) for pid in json.loads(path.read_text())["pids"]] for path in ready]
+            clients = [target.client() for target in targets]
+            order = [0, 1] if number % 2 == 0 else [1, 0]
+            cpu = [_tree_cpu(group) for group in groups]
+            system = [_tree_cpu(group, system_only=True) for group in groups]
+            switches = [sum(thread_context_switches(process.pid) for process in group) for group in groups]
+            served = [redis_cpu_seconds(client) for client in clients]
+            started = time.perf_counter()
+            for index in order:
+                for process in groups[index]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        process.resume()
+            done = [0, 0]
+            while max(done) < messages:
+                time.sleep(0.002)
+                done = [int(client.get("bench:done") or 0) for client in clients]
+            elapsed = time.perf_counter() - started
+            cpu = [_tree_cpu(group) - before for group, before in zip(groups, cpu, strict=True)]
+            system = [
+                _tree_cpu(group, system_only=True) - before
+                for group, before in zip(groups, system, strict=True)
+            ]
+            switches = [
+                sum(thread_context_switches(process.pid) for process in group) - before
+                for group, before in zip(groups, switches, strict=True)
+            ]
+            served = [
+                redis_cpu_seconds(client) - before for client, before in zip(clients, served, strict=True)
+            ]
+            results.append(
+                [
+                    {
+                        "completions": done[index],
+                        "drain_per_s": done[index] / elapsed,
+                        "worker_cpu_us_per_message": cpu[index] / max(done[index], 1) * 1e6,
+                        "redis_cpu_us_per_message": served[index] / max(done[index], 1) * 1e6,
+                        "worker_system_cpu_us_per_message": system[index] / max(done[index], 1) * 1e6,
+                        "worker_switches_per_message": switches[index] / max(done[index], 1),
+                    }
+                    for index in range(2)
+                ]
+            )
+            for driver in drivers:
+                driver.wait(timeout=600)
+                if driver.returncode != 0:
+                    raise RuntimeError(f"driver {driver.args[3]} failed with exit code {driver.returncode}")
+            for client in clients:
+                client.close()
+    return results
+
+
+def _all_ready(drivers: Sequence[subprocess.Popen[bytes]], ready: Sequence[Path]) -> bool:
+    for driver in drivers:
+        if driver.poll() is not None:
+            raise RuntimeError(f"driver {driver.args[3]!r} exited with {driver.returncode}")
+    return all(path.exists() for path in ready)
+
+
+def _tree_cpu(processes: Sequence[psutil.Process], *, system_only: bool = False) -> float:
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.system if system_only else times.user + times.system
+    return total
+
+
+def _stop_driver(driver: subprocess.Popen[bytes]) -> None:
+    # Only on a failure does a driver outlive its round. SIGINT, so that it stops its workers.
+    if driver.poll() is None:
+        driver.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            driver.wait(30)

@@ -97,11 +97,12 @@ def latencies(args: argparse.Namespace, directory: Path) -> dict[str, dict[str, 
 def throughput(args: argparse.Namespace, directory: Path) -> dict[str, list[float]]:
     """Drain and worker-CPU-per-message ratios (on / off) of ``--pairs`` alternated runs."""
     options = [f"--processes={args.processes}", f"--threads={args.threads}", f"--messages={args.messages}"]
-    ratios: dict[str, list[float]] = {"drain": [], "cpu": [], "enqueue": []}
+    ratios: dict[str, list[float]] = {"drain": [], "cpu": [], "redis cpu": [], "enqueue": []}
     for number, pair in enumerate(alternate(THROUGHPUT, (ON, OFF), options, args.pairs, directory), 1):
         on, off = pair[ON], pair[OFF]
         ratios["drain"].append(on["drain_per_s"] / off["drain_per_s"])
         ratios["cpu"].append(on["worker_cpu_us_per_message"] / off["worker_cpu_us_per_message"])
+        ratios["redis cpu"].append(on["redis_cpu_us_per_message"] / off["redis_cpu_us_per_message"])
         # Producers derive each key (and write it into the message for the fetch to claim).
         sent_on, sent_off = on["enqueue_per_s"]["send_many()"], off["enqueue_per_s"]["send_many()"]
         ratios["enqueue"].append(sent_on / sent_off)
@@ -109,6 +110,8 @@ def throughput(args: argparse.Namespace, directory: Path) -> dict[str, list[floa
             f"  pair {number}: drain on {on['drain_per_s']:,.0f}/s, off {off['drain_per_s']:,.0f}/s "
             f"(ratio {ratios['drain'][-1]:.3f}); worker CPU on {on['worker_cpu_us_per_message']:.0f}, "
             f"off {off['worker_cpu_us_per_message']:.0f} us/msg (ratio {ratios['cpu'][-1]:.3f}); "
+            f"Redis CPU on {on['redis_cpu_us_per_message']:.0f}, "
+            f"off {off['redis_cpu_us_per_message']:.0f} us/msg; "
             f"send_many() on {sent_on:,.0f}/s, off {sent_off:,.0f}/s (ratio {ratios['enqueue'][-1]:.3f})",
             flush=True,
         )
@@ -166,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             f"(target < {(1 - THROUGHPUT_TARGET) * 100:.0f} %: {verdict})"
         )
         print(f"worker CPU per message, on / off: median {cpu:.3f} ({(cpu - 1) * 100:+.1f} %)")
+        served = median(ratios["redis cpu"])
+        print(f"Redis CPU per message, on / off: median {served:.3f} ({(served - 1) * 100:+.1f} %)")
         sent = median(ratios["enqueue"])
         print(f"enqueue send_many(), on / off: median {sent:.3f} ({(sent - 1) * 100:+.1f} %)")
         summary["ratios"] = ratios

@@ -43,6 +43,7 @@ def micro(count: int = 5000, repeats: int = 9) -> dict[str, float]:
     from dramatiq.broker import MessageProxy
     from dramatiq.brokers.stub import StubBroker
 
+    from service.brokers.proxy import expose_fields
     from service.middleware.metrics import Metrics
     from service.middleware.status import StatusTracking
 
@@ -52,7 +53,7 @@ def micro(count: int = 5000, repeats: int = 9) -> dict[str, float]:
     best: dict[str, float] = {}
 
     def hooks(middleware: Any) -> float:
-        messages = [MessageProxy(noop.message()) for _ in range(count)]
+        messages = [expose_fields(MessageProxy(noop.message())) for _ in range(count)]
         started = time.process_time()
         for message in messages:
             middleware.before_process_message(broker, message)
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             measured = {
                 "drain": run["drain_per_s"] / off["drain_per_s"],
                 "worker CPU/msg": run["worker_cpu_us_per_message"] / off["worker_cpu_us_per_message"],
+                "Redis CPU/msg": run["redis_cpu_us_per_message"] / off["redis_cpu_us_per_message"],
                 **{
                     f"enqueue {label}": rate / off["enqueue_per_s"][label]
                     for label, rate in run["enqueue_per_s"].items()
@@ -118,10 +120,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"{measured['drain']:.3f}",
                     f"{run['worker_cpu_us_per_message']:.0f} / {off['worker_cpu_us_per_message']:.0f}",
                     f"{measured['worker CPU/msg']:.3f}",
+                    f"{run['redis_cpu_us_per_message']:.0f} / {off['redis_cpu_us_per_message']:.0f}",
                 ]
             )
     print()
-    print(table(["round", "side", "drain msg/s side / off", "ratio", "worker CPU us/msg", "ratio"], rows))
+    headers = ["round", "side", "drain msg/s side / off", "ratio", "worker CPU us/msg", "ratio"]
+    headers.append("Redis CPU us/msg")
+    print(table(headers, rows))
     print()
     summary = [
         [side, name, f"{median(values):.3f}"] for side in ratios for name, values in ratios[side].items()

@@ -29,6 +29,8 @@ from harness import (
     RedisTarget,
     median,
     own_cpu,
+    redis_calls,
+    redis_cpu_seconds,
     redis_for,
     results_dir,
     run_driver,
@@ -88,6 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--driver", help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--output", help=argparse.SUPPRESS)
+    parser.add_argument("--ready", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.system_names = [name.strip() for name in args.systems.split(",") if name.strip()]
     unknown = sorted(set(args.system_names) - set(SYSTEMS))
@@ -128,15 +131,26 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             foreign.start()
             group.suspend()
             enqueue: dict[str, float] = {}
-            for label, method in system.enqueue_methods().items():
+            methods = system.enqueue_methods()
+            if args.ready:  # measured side by side: only the queue matters, fill it the fast way
+                methods = {label: methods[label] for label in list(methods)[-1:]}
+            for label, method in methods.items():
                 system.purge()
                 started = time.perf_counter()
                 method(args.messages)
                 enqueue[label] = args.messages / (time.perf_counter() - started)
             client.delete(probe.DONE_KEY)
             worker_cpu = sum(group.cpu_seconds().values())
+            redis_cpu = redis_cpu_seconds(client)
+            calls = redis_calls(client)
+            switches = group.context_switches()
             started = time.perf_counter()
-            group.resume()
+            if args.ready:
+                # harness.side_by_side resumes this group and another at the same moment.
+                pids = [process.pid for process in group.processes()]
+                Path(args.ready).write_text(json.dumps({"pids": pids}))
+            else:
+                group.resume()
             wait_until(
                 probe.reached(client, args.messages),
                 timeout=max(120.0, args.messages / 100),
@@ -144,6 +158,13 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             )
             elapsed = time.perf_counter() - started
             worker_cpu = sum(group.cpu_seconds().values()) - worker_cpu
+            redis_cpu = redis_cpu_seconds(client) - redis_cpu
+            switches = group.context_switches() - switches
+            calls = {
+                name: (count - calls.get(name, 0)) / args.messages
+                for name, count in redis_calls(client).items()
+                if count - calls.get(name, 0) >= args.messages / 100
+            }
             foreign_cpu = foreign.share() * 100
             group.settle()
             extra = probe.completions(client) - args.messages
@@ -153,6 +174,14 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
                 # CPU of the whole worker process tree per message while draining: the cost of a
                 # message, less sensitive than the rate to what else the machine does.
                 "worker_cpu_us_per_message": worker_cpu / args.messages * 1e6,
+                # Redis's CPU per message while draining: on a machine with few cores the server
+                # competes with the workers, so its work per message costs throughput as well.
+                "redis_cpu_us_per_message": redis_cpu / args.messages * 1e6,
+                # Commands per message while draining (a command a script runs counts too): how
+                # well fetches and acks were batched.
+                "redis_calls_per_message": calls,
+                # Threads that wait (on a lock, the GIL, a socket) switch: a sign of contention.
+                "worker_switches_per_message": switches / args.messages,
                 "extra_completions": extra,
                 "foreign_cpu_percent": foreign_cpu,
             }
@@ -160,7 +189,11 @@ def drive(args: argparse.Namespace) -> dict[str, Any]:
             sends = ", ".join(f"{label} {rate:,.0f}/s" for label, rate in enqueue.items())
             print(
                 f"  {system.name} run {number}: enqueue {sends}; drain {run['drain_per_s']:,.0f}/s"
-                + f" ({run['worker_cpu_us_per_message']:.0f} us of worker CPU a message)"
+                + f" ({run['worker_cpu_us_per_message']:.0f} us of worker CPU a message,"
+                + f" {run['redis_cpu_us_per_message']:.0f} us of Redis's;"
+                + f" {run['worker_switches_per_message']:.1f} context switches; Redis calls a message: "
+                + ", ".join(f"{name} {count:.2f}" for name, count in sorted(calls.items()))
+                + ")"
                 + (f"; {extra} extra completions" if extra else "")
                 + f"; other processes used {foreign_cpu:.0f} % of a core",
                 flush=True,

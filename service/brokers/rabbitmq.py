@@ -22,6 +22,7 @@ from dramatiq.message import Message
 from config.settings import get_settings
 from service import intake
 from service.brokers.disposition import Disposition, disposition_of
+from service.brokers.proxy import expose_fields
 from service.brokers.stats import QueueStats
 from service.deadletters.capture import DeadEntry, dead_body, log_rejected, rejected_body
 
@@ -151,7 +152,7 @@ class _CallboardRabbitmqConsumer(_RabbitmqConsumer):
             self._reject(method.delivery_tag, body, rejected)
             return None
         self.known_tags.add(method.delivery_tag)
-        return _RabbitmqMessage(method.redelivered, method.delivery_tag, message)
+        return expose_fields(_RabbitmqMessage(method.redelivered, method.delivery_tag, message))
 
     def _reject(self, tag: int, body: bytes, rejected: intake.MessageRejected) -> None:
         """Publish ``body``'s dead letter with its reason (confirmed), then ack the delivery."""

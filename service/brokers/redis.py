@@ -35,6 +35,7 @@ from redis.exceptions import NoScriptError
 from config.settings import get_settings
 from service import intake
 from service.brokers.disposition import Disposition, disposition_of
+from service.brokers.proxy import expose_fields
 from service.brokers.stats import QueueStats
 from service.brokers.wakeup import NOTIFY_BELOW, NOTIFY_SCRIPT, WakeUps
 from service.deadletters.capture import DeadEntry, dead_body, log_rejected, rejected_body
@@ -667,7 +668,7 @@ class _CallboardRedisConsumer(_RedisConsumer):
                     message.options["redis_message_id"] = redis_id
                     self.queued_message_ids.add(message.message_id)
                     self.broker.hold(self.queue_name, redis_id)
-                    proxy = MessageProxy(message)
+                    proxy = expose_fields(MessageProxy(message))
                     if claimed >= 0:
                         proxy.__dict__[FETCH_CLAIM] = claimed
                     return proxy

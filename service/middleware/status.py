@@ -24,7 +24,6 @@ Options (message → actor → policy):
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import redis
@@ -36,7 +35,7 @@ from service.middleware.outcomes import due, skipped_outcome
 from service.middleware.retries import safe_summary
 from service.redaction import Redactor
 from service.status import running
-from service.status.records import new_record
+from service.status.records import TERMINAL_STATES, group_of, new_record
 from service.status.writer import StatusWriter
 
 _RUNNING = "_callboard_status"
@@ -72,7 +71,7 @@ class StatusTracking(Middleware):
         if self.writer is None or not self._tracked(broker, message):
             return
         now = running.current()
-        if now is not None and now.record["message_id"] == message.message_id:
+        if now is not None and now.message_id == message.message_id:
             return  # a retry or a delay of the running message: its own hooks record that
         eta = message.options.get("eta") if delay else None
         record = new_record(message, "delayed" if eta else "enqueued")
@@ -81,12 +80,14 @@ class StatusTracking(Middleware):
         self.writer.put(record, only_if_new=True)
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        if self.writer is None or not self._tracked(broker, message):
+        writer = self.writer
+        if writer is None or not self._tracked(broker, message):
             return
-        state = running.Running(new_record(message), self.writer, message, self.redactor)
+        attempts = message.options.get("retries", 0) + 1
+        state = running.Running(message, writer, attempts, self.redactor)
         running.enter(state)
         message.__dict__[_RUNNING] = state
-        self.writer.start(state.record)
+        writer.start(state)
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
@@ -94,36 +95,34 @@ class StatusTracking(Middleware):
         state = self._leave(message)
         if state is None:
             return
-        record = state.record
         if exception is None:
             self._end(state, "succeeded")
         elif message.failed:
             self._dead(broker, message, state, exception)
         else:
-            record["error"] = safe_summary(broker, message, exception)
+            fields: dict[str, Any] = {"error": safe_summary(broker, message, exception)}
             when = due(message)
             if when is not None:
-                record["eta"] = when[0]
-            self._end(state, "retrying")
+                fields["eta"] = when[0]
+            self._end(state, "retrying", fields)
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
         state = self._leave(message)
         if state is None:
             if message.failed and self.writer is not None:  # rejected before our before hook ran
-                state = running.Running(new_record(message), self.writer, message, None)
+                attempts = message.options.get("retries", 0) + 1
+                state = running.Running(message, self.writer, attempts)
                 self._dead(broker, message, state, message._exception)
             return
         when = due(message)
         if message.failed:
             self._dead(broker, message, state, message._exception)
         elif when is not None:
-            state.record.update(eta=when[0], reason=when[1])
-            self._end(state, "delayed")
+            self._end(state, "delayed", {"eta": when[0], "reason": when[1]})
         elif skipped_outcome(message) == "expired":
             self._end(state, "expired")
         else:
-            state.record["reason"] = "duplicate"
-            self._end(state, "skipped")
+            self._end(state, "skipped", {"reason": "duplicate"})
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         if self.writer is not None:
@@ -133,20 +132,19 @@ class StatusTracking(Middleware):
         self, broker: Broker, message: Any, state: running.Running, error: BaseException | None
     ) -> None:
         death = death_of(message)
-        state.record["reason"] = death.reason if death is not None else "unknown"
+        fields: dict[str, Any] = {"reason": death.reason if death is not None else "unknown"}
         if error is not None:
-            state.record["error"] = safe_summary(broker, message, error)
-        self._end(state, "dead")
+            fields["error"] = safe_summary(broker, message, error)
+        self._end(state, "dead", fields)
 
     @staticmethod
-    def _end(state: running.Running, to: str) -> None:
-        record = state.record
-        record["state"] = to
-        record["updated_at"] = time.time()
-        state.writer.end(record)
-        group_id = record.get("group_id")
-        if group_id and to in ("succeeded", "dead", "expired", "skipped"):
-            state.writer.count(group_id, "done" if to in ("succeeded", "skipped") else "failed")
+    def _end(state: running.Running, to: str, fields: dict[str, Any] | None = None) -> None:
+        message = state.message
+        state.writer.end(message.message_id, state.ended(to, fields))
+        if to in TERMINAL_STATES:
+            group_id = group_of(message)
+            if group_id is not None:
+                state.writer.count(group_id, "done" if to in ("succeeded", "skipped") else "failed")
 
     def _tracked(self, broker: Broker, message: Any) -> bool:
         # option() costs an actor lookup a call: the actor's (or policy's) value is cached.

@@ -7,6 +7,8 @@ are a hash under ``callboard:status:group:<group id>``.
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -58,7 +60,6 @@ def new_record(message: Any, state: str = "started") -> dict[str, Any]:
     """
     message = getattr(message, "_message", message)  # a worker's MessageProxy: skip its lookups
     options = message.options
-    group = options.get("callboard_group")
     record: dict[str, Any] = {
         "message_id": message.message_id,
         "state": state,
@@ -68,9 +69,50 @@ def new_record(message: Any, state: str = "started") -> dict[str, Any]:
         "attempts": options.get("retries", 0) + (1 if state == "started" else 0),
         "updated_at": time.time(),
     }
-    if isinstance(group, dict) and "id" in group:
-        record["group_id"] = str(group["id"])
+    group_id = group_of(message)
+    if group_id is not None:
+        record["group_id"] = group_id
     return record
+
+
+def group_of(message: Any) -> str | None:
+    """The id of the :func:`service.workflows.group` ``message`` belongs to, if any."""
+    group = getattr(message, "_message", message).options.get("callboard_group")
+    return str(group["id"]) if isinstance(group, dict) and "id" in group else None
+
+
+#: The JSON literal of a string: the C function behind ``json.dumps`` for one ``str``, without
+#: the encoder object ``json.dumps`` builds around it.
+_string = json.encoder.encode_basestring_ascii
+
+
+@functools.lru_cache(maxsize=1024)
+def _actor_fields(actor: str, queue: str) -> str:
+    return f'"actor":{_string(actor)},"queue":{_string(queue)},'
+
+
+def ended(message: Any, state: str, attempts: int, fields: dict[str, Any] | None = None) -> str:
+    """The JSON text of ``message``'s record as attempt number ``attempts`` ends in ``state``
+    (``succeeded``, ``retrying``, ...), with ``fields`` (``eta``, ``reason``, ``error``,
+    ``progress``) added.
+
+    The same record :func:`new_record` would give, updated; written out by hand because this
+    runs for every message a worker finishes, where ``json.dumps`` of a dictionary cost more
+    than the rest of the status tracking.
+    """
+    message = getattr(message, "_message", message)
+    message_id = message.message_id
+    text = (
+        f'{{"message_id":{_string(message_id)},"state":"{state}",'
+        f"{_actor_fields(message.actor_name, message.queue_name)}"
+        f'"attempts":{int(attempts)},"updated_at":{time.time()!r}'
+    )
+    group_id = group_of(message)
+    if group_id is not None:
+        text += f',"group_id":{_string(group_id)}'
+    if fields:
+        text += "," + json.dumps(fields)[1:-1]
+    return text + "}"
 
 
 def readable(record: dict[str, Any]) -> dict[str, Any]:

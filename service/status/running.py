@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextvars
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
 
 from service.redaction import Redactor, sensitive_values
+from service.status.records import ended, new_record
 from service.status.writer import StatusWriter
 
 #: Longest progress note kept, in characters.
@@ -23,13 +24,41 @@ MAX_NOTE = 200
 
 @dataclass(slots=True)
 class Running:
-    """The message running in this context: its record and the writer that sends it."""
+    """The message running in this context: what its record needs beyond the message, and the
+    writer that sends it. The ``started`` record itself is built only if a flush finds the
+    attempt still running (:meth:`snapshot`): most messages end first and are written once."""
 
-    record: dict[str, Any]
-    writer: StatusWriter
     message: Any
+    writer: StatusWriter
+    #: This attempt's number (taken at the start: a failure's retry count is raised before the
+    #: attempt's end is recorded).
+    attempts: int
     #: Redacts progress notes (the values of the message's sensitive arguments), when set.
     redactor: Redactor | None = None
+    #: The latest ``progress()`` report, if any.
+    progress: dict[str, Any] | None = None
+    #: When the record last changed (the start, or the latest progress report).
+    updated_at: float = field(default_factory=time.time)
+
+    @property
+    def message_id(self) -> str:
+        """The running message's id."""
+        return str(self.message.message_id)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The record as it stands while the attempt runs: ``started``, with its progress."""
+        record = new_record(self.message)
+        record["attempts"] = self.attempts
+        record["updated_at"] = self.updated_at
+        if self.progress is not None:
+            record["progress"] = dict(self.progress)
+        return record
+
+    def ended(self, state: str, fields: dict[str, Any] | None = None) -> str:
+        """The JSON text of the record as the attempt ends in ``state`` with ``fields``."""
+        if self.progress is not None:
+            fields = {**(fields or {}), "progress": self.progress}
+        return ended(self.message, state, self.attempts, fields)
 
     def scrub(self, text: str) -> str:
         """``text`` with the values of the message's sensitive arguments redacted."""
@@ -77,7 +106,6 @@ def progress(current: float, total: float | None = None, note: str | None = None
     if note is not None:
         text = str(note).splitlines()[0][:MAX_NOTE] if note else ""
         report["note"] = running.scrub(text)
-    record = running.record
-    record["progress"] = report
-    record["updated_at"] = time.time()
-    running.writer.put(record)
+    running.progress = report
+    running.updated_at = time.time()
+    running.writer.start(running)  # written by the next flush, if the attempt is still running

@@ -27,7 +27,7 @@ import os
 import threading
 import weakref
 from collections import Counter
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
@@ -57,6 +57,18 @@ for line in string.gmatch(ARGV[3], "[^\\n]+") do
 end
 return count
 """
+
+
+class Snapshot(Protocol):
+    """A running attempt, as :meth:`StatusWriter.start` takes it."""
+
+    @property
+    def message_id(self) -> str:
+        """The message's id."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """Its record as it stands now."""
+
 
 _writers: weakref.WeakSet[StatusWriter] = weakref.WeakSet()
 
@@ -91,11 +103,13 @@ class StatusWriter:
         self.interval = interval
         #: Records and group increments sent so far (for tests and benchmarks).
         self.writes = 0
-        self._records: dict[str, tuple[dict[str, Any], bool]] = {}  # id -> (record, only if new)
-        # Records of attempts that started since the last flush, by message id: kept without a
-        # lock or a copy (one dictionary store, atomic under the GIL), and written by the next
+        # Pending records by message id, as the script's lines (``<nx|set>\t<id>\t<JSON>``):
+        # encoded when they are handed over, so they are never shared with the caller.
+        self._records: dict[str, str] = {}
+        # Attempts that started (or reported progress) since the last flush, by message id: kept
+        # without a lock (one dictionary store, atomic under the GIL), and written by the next
         # flush only if the attempt is still running then (a fast message is written once, done).
-        self._started: dict[str, dict[str, Any]] = {}
+        self._started: dict[str, Snapshot] = {}
         self._groups: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -106,30 +120,29 @@ class StatusWriter:
         _writers.add(self)
 
     def put(self, record: dict[str, Any], *, only_if_new: bool = False) -> None:
-        """Write ``record`` (a complete record; a copy is kept) at the next flush; with
+        """Write ``record`` (a complete record, encoded now) at the next flush; with
         ``only_if_new``, only if the message has no record yet (a producer's ``enqueued``)."""
         message_id = record["message_id"]
+        line = f"{'nx' if only_if_new else 'set'}\t{message_id}\t{json.dumps(record)}"
         with self._lock:
             if only_if_new and message_id in self._records:
                 return
-            self._records[message_id] = (dict(record), only_if_new)
+            self._records[message_id] = line
         self._nudge()
 
-    def start(self, record: dict[str, Any]) -> None:
-        """Note a ``started`` record: written at the next flush unless :meth:`end` comes first.
-
-        Until then the caller must only replace values in ``record`` (never add keys).
-        """
-        self._started[record["message_id"]] = record
+    def start(self, attempt: Snapshot) -> None:
+        """Note a running attempt: its :meth:`Snapshot.snapshot` is written at the next flush
+        unless :meth:`end` comes first. Called again after a change (a progress report)."""
+        self._started[attempt.message_id] = attempt
         self._nudge()
 
-    def end(self, record: dict[str, Any]) -> None:
-        """Write ``record``, the attempt's last state, at the next flush (the caller no longer
-        changes it, so it is kept without a copy)."""
-        message_id = record["message_id"]
+    def end(self, message_id: str, record: str) -> None:
+        """Write ``record`` (JSON text), the last state of ``message_id``'s attempt, at the next
+        flush, after anything :meth:`start` noted for it."""
         self._started.pop(message_id, None)
+        line = f"set\t{message_id}\t{record}"
         with self._lock:
-            self._records[message_id] = (record, False)
+            self._records[message_id] = line
         self._nudge()
 
     def count(self, group_id: str, field: str) -> None:
@@ -144,22 +157,19 @@ class StatusWriter:
         # after), so the end is written after its start, or in the next flush.
         started = []
         for message_id in list(self._started):
-            record = self._started.pop(message_id, None)
-            if record is not None:
-                started.append((message_id, (dict(record), False)))
+            attempt = self._started.pop(message_id, None)
+            if attempt is not None:
+                started.append(f"set\t{message_id}\t{json.dumps(attempt.snapshot())}")
         with self._lock:
             records, self._records = self._records, {}
             groups, self._groups = self._groups, Counter()
         if not records and not groups and not started:
             return
         pipe = self.client.pipeline(transaction=False)
-        items = started + list(records.items())
-        for start in range(0, len(items), CHUNK):
-            lines = "\n".join(
-                f"{'nx' if only_if_new else 'set'}\t{message_id}\t{json.dumps(record)}"
-                for message_id, (record, only_if_new) in items[start : start + CHUNK]
-            )
-            self._script(keys=[], args=[self.ttl_ms, PREFIX, lines], client=pipe)
+        lines = started + list(records.values())
+        for start in range(0, len(lines), CHUNK):
+            chunk = "\n".join(lines[start : start + CHUNK])
+            self._script(keys=[], args=[self.ttl_ms, PREFIX, chunk], client=pipe)
         for (group_id, field), amount in groups.items():
             pipe.hincrby(group_key(group_id), field, amount)
             pipe.pexpire(group_key(group_id), self.ttl_ms)
@@ -171,7 +181,7 @@ class StatusWriter:
             self._failing = True
             return
         self._failing = False
-        self.writes += len(items) + len(groups)
+        self.writes += len(lines) + len(groups)
 
     def close(self) -> None:
         """Flush what is pending and stop the thread (a clean worker stop)."""

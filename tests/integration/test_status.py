@@ -168,7 +168,7 @@ def test_a_producers_late_write_never_hides_a_workers_record(redis_client: redis
 
     worker, producer = (StatusWriter(redis_client, ttl=60, interval=0.05) for _ in range(2))
     # The worker's record lands first (the producer's flush is late)
-    worker.end({"message_id": "m1", "state": "succeeded", "attempts": 1})
+    worker.end("m1", json.dumps({"message_id": "m1", "state": "succeeded", "attempts": 1}))
     worker.flush()
     producer.put({"message_id": "m1", "state": "enqueued", "attempts": 0}, only_if_new=True)
     producer.put({"message_id": "m2", "state": "enqueued", "attempts": 0}, only_if_new=True)
