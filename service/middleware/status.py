@@ -24,6 +24,7 @@ Options (message → actor → policy):
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -35,10 +36,9 @@ from service.middleware.outcomes import due, skipped_outcome
 from service.middleware.retries import safe_summary
 from service.redaction import Redactor
 from service.status import running
-from service.status.records import TERMINAL_STATES, group_of, new_record
+from service.status.records import TERMINAL_STATES, ended, group_of, new_record
+from service.status.running import RUNNING
 from service.status.writer import StatusWriter
-
-_RUNNING = "_callboard_status"
 
 
 class StatusTracking(Middleware):
@@ -80,21 +80,21 @@ class StatusTracking(Middleware):
         self.writer.put(record, only_if_new=True)
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
+        # Runs for every message: few calls, since each Python call costs here.
         writer = self.writer
         if writer is None or not self._tracked(broker, message):
             return
-        attempts = message.options.get("retries", 0) + 1
-        state = running.Running(message, writer, attempts, self.redactor)
-        running.enter(state)
-        message.__dict__[_RUNNING] = state
+        state = running.Running(message, message.message_id, writer, self.redactor, time.time())
+        RUNNING.set(state)
         writer.start(state)
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        state = self._leave(message)
-        if state is None:
-            return
+        state = RUNNING.get()
+        if state is None or state.message is not message:
+            return  # not tracked
+        RUNNING.set(None)
         if exception is None:
             self._end(state, "succeeded")
         elif message.failed:
@@ -110,8 +110,7 @@ class StatusTracking(Middleware):
         state = self._leave(message)
         if state is None:
             if message.failed and self.writer is not None:  # rejected before our before hook ran
-                attempts = message.options.get("retries", 0) + 1
-                state = running.Running(message, self.writer, attempts)
+                state = running.Running(message, message.message_id, self.writer, None, time.time())
                 self._dead(broker, message, state, message._exception)
             return
         when = due(message)
@@ -140,11 +139,12 @@ class StatusTracking(Middleware):
     @staticmethod
     def _end(state: running.Running, to: str, fields: dict[str, Any] | None = None) -> None:
         message = state.message
-        state.writer.end(message.message_id, state.ended(to, fields))
-        if to in TERMINAL_STATES:
-            group_id = group_of(message)
-            if group_id is not None:
-                state.writer.count(group_id, "done" if to in ("succeeded", "skipped") else "failed")
+        if state.progress is not None:
+            fields = {**(fields or {}), "progress": state.progress}
+        group_id = group_of(message) if "callboard_group" in message.options else None
+        state.writer.end(state.message_id, ended(message, to, fields, group_id))
+        if group_id is not None and to in TERMINAL_STATES:
+            state.writer.count(group_id, "done" if to in ("succeeded", "skipped") else "failed")
 
     def _tracked(self, broker: Broker, message: Any) -> bool:
         # option() costs an actor lookup a call: the actor's (or policy's) value is cached.
@@ -158,7 +158,9 @@ class StatusTracking(Middleware):
 
     @staticmethod
     def _leave(message: Any) -> running.Running | None:
-        state: running.Running | None = message.__dict__.pop(_RUNNING, None)
-        if state is not None:
-            running.leave()
+        # The state before_process_message set, if it ran for this message on this thread.
+        state = RUNNING.get()
+        if state is None or state.message is not message:
+            return None
+        RUNNING.set(None)
         return state

@@ -91,10 +91,13 @@ def _actor_fields(actor: str, queue: str) -> str:
     return f'"actor":{_string(actor)},"queue":{_string(queue)},'
 
 
-def ended(message: Any, state: str, attempts: int, fields: dict[str, Any] | None = None) -> str:
-    """The JSON text of ``message``'s record as attempt number ``attempts`` ends in ``state``
-    (``succeeded``, ``retrying``, ...), with ``fields`` (``eta``, ``reason``, ``error``,
-    ``progress``) added.
+def ended(message: Any, state: str, fields: dict[str, Any] | None = None, group_id: str | None = None) -> str:
+    """The JSON text of ``message``'s record as its attempt ends in ``state`` (``succeeded``,
+    ``retrying``, ...), with ``fields`` (``eta``, ``reason``, ``error``, ``progress``) and
+    ``group_id`` (:func:`group_of`, which the caller needs as well) added.
+
+    The attempt's number comes from the message's ``retries`` option, which a retry changes only
+    in the copy it enqueues.
 
     The same record :func:`new_record` would give, updated; written out by hand because this
     runs for every message a worker finishes, where ``json.dumps`` of a dictionary cost more
@@ -102,12 +105,12 @@ def ended(message: Any, state: str, attempts: int, fields: dict[str, Any] | None
     """
     message = getattr(message, "_message", message)
     message_id = message.message_id
+    attempts = message.options.get("retries", 0) + 1
     text = (
         f'{{"message_id":{_string(message_id)},"state":"{state}",'
         f"{_actor_fields(message.actor_name, message.queue_name)}"
-        f'"attempts":{int(attempts)},"updated_at":{time.time()!r}'
+        f'"attempts":{int(attempts)},"updated_at":{time.time():.3f}'
     )
-    group_id = group_of(message)
     if group_id is not None:
         text += f',"group_id":{_string(group_id)}'
     if fields:

@@ -113,6 +113,9 @@ class StatusWriter:
         self._groups: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        # Set with ``_wake``, cleared by the thread just before it gathers: a plain attribute
+        # read spares each change the event's method call once the thread has been woken.
+        self._nudged = False
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
@@ -134,7 +137,8 @@ class StatusWriter:
         """Note a running attempt: its :meth:`Snapshot.snapshot` is written at the next flush
         unless :meth:`end` comes first. Called again after a change (a progress report)."""
         self._started[attempt.message_id] = attempt
-        self._nudge()
+        if not self._nudged:
+            self._nudge()
 
     def end(self, message_id: str, record: str) -> None:
         """Write ``record`` (JSON text), the last state of ``message_id``'s attempt, at the next
@@ -143,7 +147,8 @@ class StatusWriter:
         line = f"set\t{message_id}\t{record}"
         with self._lock:
             self._records[message_id] = line
-        self._nudge()
+        if not self._nudged:
+            self._nudge()
 
     def count(self, group_id: str, field: str) -> None:
         """Add one to ``field`` (``done`` or ``failed``) of group ``group_id`` at the next flush."""
@@ -195,12 +200,13 @@ class StatusWriter:
     def _nudge(self) -> None:
         if self._thread is None:
             self._start()
-        if not self._wake.is_set():  # a flag read; setting takes the event's lock
-            self._wake.set()
+        self._nudged = True
+        self._wake.set()
 
     def _forget_thread(self) -> None:
         # In a forked child the parent's thread does not exist: start one on the next change.
         self._thread = None
+        self._nudged = False
         self._records, self._groups, self._started = {}, Counter(), {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -218,7 +224,11 @@ class StatusWriter:
         while not self._stopping.is_set():
             self._wake.wait()
             self._stopping.wait(self.interval)
+            # Cleared before gathering, the event first: a change stored from here on either
+            # lands before the flush takes the pending records, or sees ``_nudged`` false and
+            # sets the event again, so the thread wakes for it.
             self._wake.clear()
+            self._nudged = False
             try:
                 self.flush()
             except Exception:  # the thread must outlive one bad flush
