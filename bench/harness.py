@@ -567,3 +567,40 @@ def _stop_driver(driver: subprocess.Popen[bytes]) -> None:
         driver.send_signal(signal.SIGINT)
         with contextlib.suppress(subprocess.TimeoutExpired):
             driver.wait(30)
+
+
+def report_side_by_side(
+    script: Path,
+    on: str,
+    off: str,
+    rounds: int,
+    directory: Path,
+    options: Sequence[str],
+    messages: int,
+) -> float:
+    """Run :func:`side_by_side` for system ``on`` against ``off`` and print each round and the
+    median ratio of completions (on / off); returns that median."""
+    print(
+        f"side by side: {on} and {off}, {rounds} rounds of {messages} messages each"
+        f" (worker CPUs {sorted(WORKER_CPUS) if WORKER_CPUS else 'any'},"
+        f" Redis CPUs {sorted(REDIS_CPUS) if REDIS_CPUS else 'any'})",
+        flush=True,
+    )
+    ratios = []
+    for number, (a, b) in enumerate(side_by_side(script, (on, off), options, rounds, directory, messages), 1):
+        ratios.append(a["completions"] / b["completions"])
+
+        def pair(key: str, digits: int = 0, a: dict[str, float] = a, b: dict[str, float] = b) -> str:
+            return f"{a[key]:,.{digits}f} / {b[key]:,.{digits}f}"
+
+        print(
+            f"  round {number}: completions {pair('completions')} = {ratios[-1]:.3f};"
+            f" worker CPU {pair('worker_cpu_us_per_message')} us/msg"
+            f" (system {pair('worker_system_cpu_us_per_message')});"
+            f" Redis CPU {pair('redis_cpu_us_per_message')} us/msg;"
+            f" context switches {pair('worker_switches_per_message', 1)}",
+            flush=True,
+        )
+    result = median(ratios)
+    print(f"side by side, {on} / {off}: median {result:.3f} (rounds {min(ratios):.3f} to {max(ratios):.3f})")
+    return result

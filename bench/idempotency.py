@@ -33,7 +33,7 @@ from pathlib import Path
 import redis
 from deadletters import database
 from dramatiq.brokers.stub import StubBroker
-from harness import alternate, median, percentile, redis_for, results_dir, table
+from harness import alternate, median, percentile, redis_for, report_side_by_side, results_dir, table
 
 from config.settings import load_settings
 from service.idempotency import Claim, KeyStore
@@ -135,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--redis-url", help="use this Redis server instead of a private one")
     parser.add_argument("--redis-db", type=int, default=10, help="database with --redis-url (default 10)")
+    parser.add_argument(
+        "--side-by-side",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also drain keys on and off at the same time, ROUNDS times (harness.side_by_side)",
+    )
     args = parser.parse_args(argv)
     directory = results_dir("idempotency")
     print(f"idempotency: {args.claims} claims per store, {args.pairs} throughput pairs; logs in {directory}")
@@ -159,6 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         verdict = "met" if p50 < target else "NOT met"
         print(f"check on {store}: p50 {p50:.3f} ms, p99 {p99:.3f} ms (target < {target} ms: {verdict})")
     summary: dict[str, object] = {"latency_ms": measured}
+    if args.side_by_side:
+        print(flush=True)
+        layout = [f"--processes={args.processes}", f"--threads={args.threads}", f"--messages={args.messages}"]
+        together = report_side_by_side(
+            THROUGHPUT, ON, OFF, args.side_by_side, directory, layout, args.messages
+        )
+        verdict = "met" if together >= THROUGHPUT_TARGET else "NOT met"
+        print(f"keys on / off, side by side: {together:.3f} (target >= {THROUGHPUT_TARGET}: {verdict})")
+        summary["side_by_side"] = together
     if args.pairs:
         print(flush=True)
         ratios = throughput(args, directory)

@@ -1,6 +1,6 @@
 """What status tracking and result storage cost a message: Callboard with each on against off.
 
-    .venv/bin/python bench/status.py [--pairs 5] [--messages 20000]
+    .venv/bin/python bench/status.py [--pairs 5] [--messages 20000] [--side-by-side ROUNDS]
 
 Three sides, all ``callboard worker`` without recycling, alternated in rounds (each run in a fresh
 private Redis and driver, as ``throughput.py`` measures one run), so drift of the machine hits
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness import alternate, median, redis_for, results_dir, table
+from harness import alternate, median, redis_for, report_side_by_side, results_dir, table
 
 THROUGHPUT = Path(__file__).resolve().with_name("throughput.py")
 ON, OFF, RESULTS = "callboard-norecycle", "callboard-norecycle-nostatus", "callboard-norecycle-results"
@@ -86,13 +86,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=int, default=20_000, help="messages per run (default 20000)")
     parser.add_argument("--processes", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument(
+        "--side-by-side",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also drain status on and off at the same time, ROUNDS times (harness.side_by_side)",
+    )
     args = parser.parse_args(argv)
     directory = results_dir("status")
     costs = micro()
     print(table(["in-process, per message", "us (min of 9)"], [[k, f"{v:.2f}"] for k, v in costs.items()]))
+    options = [f"--processes={args.processes}", f"--threads={args.threads}", f"--messages={args.messages}"]
+    if args.side_by_side:
+        together = report_side_by_side(
+            THROUGHPUT, ON, OFF, args.side_by_side, directory, options, args.messages
+        )
+        verdict = "met" if together >= TARGET else "NOT met"
+        print(f"status on / off, side by side: {together:.3f} (target >= {TARGET}: {verdict})\n", flush=True)
     if not args.pairs:
         return 0
-    options = [f"--processes={args.processes}", f"--threads={args.threads}", f"--messages={args.messages}"]
     print(f"status: {args.pairs} rounds of {args.messages} no-op messages; logs in {directory}", flush=True)
     rounds = alternate(THROUGHPUT, (ON, OFF, RESULTS), options, args.pairs, directory)
     ratios: dict[str, dict[str, list[float]]] = {ON: {}, RESULTS: {}}

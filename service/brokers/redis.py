@@ -116,7 +116,7 @@ return result
 #: key prefix ("" for no fetch claims), fallback flag key, largest body to claim from, number of
 #: ids to ack, the ids to ack, then (key, message id, TTL ms) per idempotency success to record
 #: (``succeed_key``), before the acks: a message's success reaches Redis with its ack or before.
-#: A fetched body carrying a ``callboard_claim`` option ("<key digest> <ttl ms>", set by the
+#: A fetched body carrying a ``callboard_claim`` option ("<key digest> <ttl ms> ...", set by the
 #: producer's Idempotency middleware) has its key claimed here for its message id, as the worker's
 #: claim would (``claim_key``): claim is 1 or 2 (claimed) or 0 (duplicate); -1 when nothing was
 #: claimed. Delay queues claim nothing: their messages only move to their queue.
@@ -162,7 +162,7 @@ local function claim_from(body)
     if type(spec) ~= "string" or type(message_id) ~= "string" then
         return -1
     end
-    local key, ttl = string.match(spec, "^(%x+) (%d+)$")
+    local key, ttl = string.match(spec, "^(%x+) (%d+)")
     if not key or tonumber(ttl) < 1 then
         return -1
     end

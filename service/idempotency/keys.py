@@ -26,6 +26,10 @@ STORES: tuple[Store, ...] = ("redis", "database")
 SCOPE_OPTIONS: dict[str, str] = {"user": "user_id", "tenant": "tenant_id"}
 
 
+#: The version of :func:`message_key`'s derivation: change it with the derivation, so that a
+#: worker never trusts a digest that a producer of another version wrote (:func:`derivation`).
+KEY_VERSION = "k1"
+
 # Sorted keys, no whitespace; built once (json.dumps builds an encoder per call with these options).
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
@@ -36,6 +40,13 @@ def scope_problem(scope: str | None, options: dict[str, Any]) -> str | None:
     if name is not None and options.get(name) is None:
         return f"idempotency scope {scope!r} needs the message option {name!r}"
     return None
+
+
+def derivation(scope: str | None) -> str:
+    """What, besides the message itself, decides the key :func:`message_key` derives for it:
+    the derivation's version and the actor's scope (``k1.global``). A producer writes it beside
+    the digest, and a worker whose actor agrees uses the digest without deriving it again."""
+    return f"{KEY_VERSION}.{scope or 'global'}"
 
 
 def message_key(

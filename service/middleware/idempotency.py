@@ -8,9 +8,11 @@ Guarantees:
     other threads made at the same moment; the database when Redis is unavailable or the
     actor's ``idempotency_store`` is ``database``). On Callboard's Redis broker, when the state
     Redis is the broker's, the producer writes the key into the message (option
-    ``callboard_claim``: "<digest> <ttl ms>") and the worker's fetch claims it in the same script
-    call that fetches the message, so the worker makes no call of its own; the worker derives the
-    key again and uses the fetch's claim only if the two agree. A message whose key is held
+    ``callboard_claim``: "<digest> <ttl ms> <derivation>") and the worker's fetch claims it in the
+    same script call that fetches the message, so the worker makes no call of its own. The worker
+    uses the fetch's claim as it is when the producer derived the key as it would (same
+    derivation version and scope: ``k1.global``), else derives the key again and uses the claim
+    only if the two agree. A message whose key is held
     by another message, running or finished within the TTL, is acked without running: outcome
     ``skipped``, counted in ``callboard_idempotent_duplicates_total{queue,actor}``, logged as
     ``message.duplicate``.
@@ -66,7 +68,7 @@ from config.settings import get_settings
 from service import intake
 from service.brokers.redis import FETCH_CLAIM, CallboardRedisBroker, FetchClaims
 from service.idempotency import Claim, KeyStore, message_key
-from service.idempotency.keys import Store
+from service.idempotency.keys import Store, derivation
 from service.idempotency.redis_store import FALLBACK_FLAG, PREFIX, ttl_ms
 from service.logs import log_event
 from service.metrics import definitions as m
@@ -119,7 +121,7 @@ class Idempotency(Middleware):
             key = message_key(message.actor_name, message.args, message.kwargs, options, scope)
         except ValueError:  # the worker refuses it; service.send refuses it before this
             return
-        options[CLAIM_OPTION] = f"{key} {ttl_ms(ttl)}"
+        options[CLAIM_OPTION] = f"{key} {ttl_ms(ttl)} {derivation(scope)}"
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
         fetched: int | None = message.__dict__.pop(FETCH_CLAIM, None)
@@ -131,12 +133,17 @@ class Idempotency(Middleware):
             if fetched:  # the actor stopped being keyed since it was sent
                 self._release_fetched(broker, message)
             return
-        try:
-            key = message_key(actor_name, raw.args, raw.kwargs, options, scope)
-        except ValueError as error:
-            if fetched:
-                self._release_fetched(broker, message)
-            reject(message, intake.BadOptions(str(error), message))
+        # The producer's digest, when it derived it as this worker would (same version, same
+        # scope): deriving it again (canonical JSON and SHA-256 of the arguments) is most of
+        # what a keyed message costs the worker. Anything else is derived here.
+        key = _trusted_key(options, scope) if fetched is not None else None
+        if key is None:
+            try:
+                key = message_key(actor_name, raw.args, raw.kwargs, options, scope)
+            except ValueError as error:
+                if fetched:
+                    self._release_fetched(broker, message)
+                reject(message, intake.BadOptions(str(error), message))
         keys = self.store(broker)
         if fetched is not None and store == "redis" and _claimed_key(options) == key:
             claim = keys.adopt(fetched, key, raw.message_id, actor_name, ttl)
@@ -273,6 +280,21 @@ def _claimed_key(options: dict[str, Any]) -> str | None:
     """The key digest that the ``callboard_claim`` option in ``options`` names, if any."""
     spec = options.get(CLAIM_OPTION)
     return spec.partition(" ")[0] if isinstance(spec, str) else None
+
+
+def _trusted_key(options: dict[str, Any], scope: str | None) -> str | None:
+    """The digest of the ``callboard_claim`` option in ``options`` if the producer derived it the
+    way this worker derives keys for ``scope`` (:func:`service.idempotency.keys.derivation`).
+
+    A sender able to write this option could as well have set ``idempotency_key``: trusting it
+    gives no one a key they could not choose already.
+    """
+    spec = options.get(CLAIM_OPTION)
+    if not isinstance(spec, str):
+        return None
+    key, _, rest = spec.partition(" ")
+    written = rest.partition(" ")[2]
+    return key if written and written == derivation(scope) and len(key) == 64 else None
 
 
 class _Options:

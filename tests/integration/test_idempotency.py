@@ -370,7 +370,7 @@ def test_the_fetch_claims_the_key_the_producer_wrote_into_the_message(
     sent = idempotency_actors.ti_once.send("fetched")
     key = message_key("ti_once", ["fetched"], {}, {}, "global")
     stored = json.loads(redis_client.hget(f"dramatiq:{QUEUE}.msgs", sent.options["redis_message_id"]))
-    assert stored["options"][CLAIM_OPTION] == f"{key} {24 * 3600 * 1000}"
+    assert stored["options"][CLAIM_OPTION] == f"{key} {24 * 3600 * 1000} k1.global"
     consumer = _fetch_claiming_consumer(redis_producer)
     # When a worker's consumer fetches it
     first = next(consumer)
@@ -465,9 +465,10 @@ def test_a_claim_that_is_not_the_messages_own_is_freed_before_it_runs(
     bodies = f"dramatiq:{QUEUE}.msgs"
     plain = idempotency_actors.ti_result.send("a@example.com")
     keyed = idempotency_actors.ti_once.send("foreign")
-    for message, foreign in ((plain, "a" * 64), (keyed, "b" * 64)):
+    # (the keyed one says its key was derived for another scope: the worker derives it again)
+    for message, spec in ((plain, "a" * 64 + " 60000"), (keyed, "b" * 64 + " 60000 k1.user")):
         body = json.loads(redis_client.hget(bodies, message.options["redis_message_id"]))
-        body["options"][CLAIM_OPTION] = f"{foreign} 60000"
+        body["options"][CLAIM_OPTION] = spec
         redis_client.hset(bodies, message.options["redis_message_id"], json.dumps(body))
     consumer = _fetch_claiming_consumer(redis_producer)
     middleware = next(m for m in redis_producer.middleware if isinstance(m, Idempotency))
@@ -481,3 +482,28 @@ def test_a_claim_that_is_not_the_messages_own_is_freed_before_it_runs(
     assert redis_client.exists(PREFIX + "a" * 64, PREFIX + "b" * 64) == 0
     own = PREFIX + message_key("ti_once", ["foreign"], {}, {}, "global")
     assert redis_client.get(own) == f"run:{keyed.message_id}".encode()
+
+
+@pytest.mark.usefixtures("env")
+def test_a_claim_derived_as_the_worker_would_is_used_without_deriving_it_again(
+    redis_producer: Broker, redis_client: redis.Redis
+) -> None:
+    # Given a keyed message whose claim says it was derived as the worker derives the actor's
+    # keys (version and scope), naming a digest the worker would not derive from its arguments
+    bodies = f"dramatiq:{QUEUE}.msgs"
+    keyed = idempotency_actors.ti_once.send("trusted")
+    body = json.loads(redis_client.hget(bodies, keyed.options["redis_message_id"]))
+    body["options"][CLAIM_OPTION] = "c" * 64 + " 60000 k1.global"
+    redis_client.hset(bodies, keyed.options["redis_message_id"], json.dumps(body))
+    consumer = _fetch_claiming_consumer(redis_producer)
+    middleware = next(m for m in redis_producer.middleware if isinstance(m, Idempotency))
+    fetched = next(consumer)
+    assert fetched is not None and fetched.__dict__[FETCH_CLAIM] == 1
+    # When the worker's hook looks at it before it runs
+    middleware.before_process_message(redis_producer, fetched)
+    # Then the message runs under the claimed digest: nothing was derived, freed or claimed again
+    assert redis_client.get(PREFIX + "c" * 64) == f"run:{keyed.message_id}".encode()
+    assert not redis_client.exists(PREFIX + message_key("ti_once", ["trusted"], {}, {}, "global"))
+    middleware.after_process_message(redis_producer, fetched, result=None)
+    consumer.ack(fetched)
+    consumer.close()
