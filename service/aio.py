@@ -64,7 +64,7 @@ def sync_actor_fn(fn: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., T]
 
     @functools.wraps(fn)
     def run_async_actor(*args: Any, **kwargs: Any) -> T:
-        return run_sync(_with_status(fn(*args, **kwargs), running.current()))
+        return run_sync(_with_status(fn(*args, **kwargs), running.running_message()))
 
     # A plain function to Dramatiq (it would wrap a coroutine function its own way); its
     # ``__wrapped__`` keeps ``fn``'s signature for argument checks and ``callboard actors``.
@@ -76,7 +76,7 @@ def is_async(fn: Any) -> bool:
     return inspect.iscoroutinefunction(fn)
 
 
-async def _with_status(coro: Coroutine[Any, Any, T], state: running.Running | None) -> T:
+async def _with_status(coro: Coroutine[Any, Any, T], state: tuple[Any, running.Tracker] | None) -> T:
     # The task runs in a context of its own: carry the message's status in, for progress().
     running.enter(state)
     return await coro

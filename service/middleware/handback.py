@@ -38,6 +38,14 @@ class HandBack(Middleware):
 
     after_skip_message = after_process_message
 
+    def running(self) -> list[Any]:
+        """The messages running in this process now, one per busy worker thread."""
+        return list(self._running.values())
+
+    def current(self) -> Any | None:
+        """The message the calling worker thread runs, if any."""
+        return self._running.get(threading.get_ident())
+
     def before_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         begin_shutdown = getattr(broker, "begin_shutdown", None)
         if begin_shutdown is not None:

@@ -24,20 +24,19 @@ Options (message → actor → policy):
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import redis
 from dramatiq import Broker, Middleware
 
 from service.deadletters.capture import death_of
+from service.middleware.handback import HandBack
 from service.middleware.options import option
 from service.middleware.outcomes import due, skipped_outcome
 from service.middleware.retries import safe_summary
 from service.redaction import Redactor
 from service.status import running
 from service.status.records import TERMINAL_STATES, ended, group_of, new_record
-from service.status.running import RUNNING
 from service.status.writer import StatusWriter
 
 
@@ -56,6 +55,8 @@ class StatusTracking(Middleware):
         self.redactor = Redactor(sensitive_fields)
         self.writer: StatusWriter | None = None
         self._by_actor: dict[str, bool] = {}
+        self._broker: Broker | None = None
+        self._handback: HandBack | None = None
 
     @property
     def actor_options(self) -> set[str]:
@@ -67,10 +68,27 @@ class StatusTracking(Middleware):
             StatusWriter(client, ttl=self.ttl, interval=self.interval) if client is not None else None
         )
 
+    def before_worker_boot(self, broker: Broker, worker: Any) -> None:
+        # The messages running in this process are HandBack's to know (it needs them at
+        # shutdown): the writer looks at them for ``started`` records, progress() for its message.
+        self._broker = broker
+        self._handback = next((m for m in broker.middleware if isinstance(m, HandBack)), None)
+        if self.writer is not None and self._handback is not None:
+            self.writer.watch(self._running)
+        running.register(self)
+
+    def current_message(self) -> Any | None:
+        """The message the calling worker thread runs, if any (for ``progress()``)."""
+        return self._handback.current() if self._handback is not None else None
+
+    def tracks(self, message: Any) -> bool:
+        """Whether ``message``'s status is recorded."""
+        return self.writer is not None and self._broker is not None and self._tracked(self._broker, message)
+
     def after_enqueue(self, broker: Broker, message: Any, delay: int | None) -> None:
         if self.writer is None or not self._tracked(broker, message):
             return
-        now = running.current()
+        now = self.current_message()
         if now is not None and now.message_id == message.message_id:
             return  # a retry or a delay of the running message: its own hooks record that
         eta = message.options.get("eta") if delay else None
@@ -79,72 +97,65 @@ class StatusTracking(Middleware):
             record["eta"] = eta
         self.writer.put(record, only_if_new=True)
 
-    def before_process_message(self, broker: Broker, message: Any) -> None:
-        # Runs for every message: few calls, since each Python call costs here.
-        writer = self.writer
-        if writer is None or not self._tracked(broker, message):
-            return
-        state = running.Running(message, message.message_id, writer, self.redactor, time.time())
-        RUNNING.set(state)
-        writer.start(state)
+    # No before_process_message: nothing is kept per message while it runs. A ``started``
+    # record is written by the writer's next flush if the attempt still runs then (watch).
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        state = RUNNING.get()
-        if state is None or state.message is not message:
-            return  # not tracked
-        RUNNING.set(None)
+        if self.writer is None or not self._tracked(broker, message):
+            return
         if exception is None:
-            self._end(state, "succeeded")
+            self._end(message, "succeeded")
         elif message.failed:
-            self._dead(broker, message, state, exception)
+            self._dead(broker, message, exception)
         else:
             fields: dict[str, Any] = {"error": safe_summary(broker, message, exception)}
             when = due(message)
             if when is not None:
                 fields["eta"] = when[0]
-            self._end(state, "retrying", fields)
+            self._end(message, "retrying", fields)
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
-        state = self._leave(message)
-        if state is None:
-            if message.failed and self.writer is not None:  # rejected before our before hook ran
-                state = running.Running(message, message.message_id, self.writer, None, time.time())
-                self._dead(broker, message, state, message._exception)
+        if self.writer is None or not self._tracked(broker, message):
             return
         when = due(message)
         if message.failed:
-            self._dead(broker, message, state, message._exception)
+            self._dead(broker, message, message._exception)
         elif when is not None:
-            self._end(state, "delayed", {"eta": when[0], "reason": when[1]})
+            self._end(message, "delayed", {"eta": when[0], "reason": when[1]})
         elif skipped_outcome(message) == "expired":
-            self._end(state, "expired")
+            self._end(message, "expired")
         else:
-            self._end(state, "skipped", {"reason": "duplicate"})
+            self._end(message, "skipped", {"reason": "duplicate"})
 
     def after_worker_shutdown(self, broker: Broker, worker: Any) -> None:
         if self.writer is not None:
             self.writer.close()
 
-    def _dead(
-        self, broker: Broker, message: Any, state: running.Running, error: BaseException | None
-    ) -> None:
+    def _dead(self, broker: Broker, message: Any, error: BaseException | None) -> None:
         death = death_of(message)
         fields: dict[str, Any] = {"reason": death.reason if death is not None else "unknown"}
         if error is not None:
             fields["error"] = safe_summary(broker, message, error)
-        self._end(state, "dead", fields)
+        self._end(message, "dead", fields)
 
-    @staticmethod
-    def _end(state: running.Running, to: str, fields: dict[str, Any] | None = None) -> None:
-        message = state.message
-        if state.progress is not None:
-            fields = {**(fields or {}), "progress": state.progress}
+    def _end(self, message: Any, to: str, fields: dict[str, Any] | None = None) -> None:
+        writer = self.writer
+        assert writer is not None
+        progress: running.Progress | None = message.__dict__.get(running.PROGRESS)
+        if progress is not None:
+            fields = {**(fields or {}), "progress": progress.report}
         group_id = group_of(message) if "callboard_group" in message.options else None
-        state.writer.end(state.message_id, ended(message, to, fields, group_id))
+        writer.end(message.message_id, ended(message, to, fields, group_id))
         if group_id is not None and to in TERMINAL_STATES:
-            state.writer.count(group_id, "done" if to in ("succeeded", "skipped") else "failed")
+            writer.count(group_id, "done" if to in ("succeeded", "skipped") else "failed")
+
+    def _running(self) -> list[Any]:
+        # The writer's view of the running messages whose status is tracked (its own thread).
+        assert self._handback is not None and self._broker is not None
+        broker = self._broker
+        return [message for message in self._handback.running() if self._tracked(broker, message)]
 
     def _tracked(self, broker: Broker, message: Any) -> bool:
         # option() costs an actor lookup a call: the actor's (or policy's) value is cached.
@@ -155,12 +166,3 @@ class StatusTracking(Middleware):
         if tracked is None:
             tracked = self._by_actor[message.actor_name] = bool(option(broker, message, "track_status", True))
         return tracked
-
-    @staticmethod
-    def _leave(message: Any) -> running.Running | None:
-        # The state before_process_message set, if it ran for this message on this thread.
-        state = RUNNING.get()
-        if state is None or state.message is not message:
-            return None
-        RUNNING.set(None)
-        return state

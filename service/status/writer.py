@@ -27,12 +27,13 @@ import os
 import threading
 import weakref
 from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import redis
 
 from service.logs import log_event
-from service.status.records import PREFIX, group_key
+from service.status.records import PREFIX, group_key, new_record
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,9 @@ class StatusWriter:
         self._groups: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._wake = threading.Event()
+        # The running attempts to write ``started`` for (see watch), and those seen so far.
+        self._running: Callable[[], Iterable[Any]] | None = None
+        self._seen: set[tuple[str, int]] = set()
         # Set with ``_wake``, cleared by the thread just before it gathers: a plain attribute
         # read spares each change the event's method call once the thread has been woken.
         self._nudged = False
@@ -159,8 +163,9 @@ class StatusWriter:
     def flush(self) -> None:
         """Send everything pending now, in one pipelined round trip (the thread calls this)."""
         # Started records first: an attempt that ends meanwhile has its end in ``records`` (taken
-        # after), so the end is written after its start, or in the next flush.
-        started = []
+        # after), so the end is written after its start, or in the next flush. (An attempt leaves
+        # the watched messages before its end is handed over: see watch.)
+        started = self._newly_running()
         for message_id in list(self._started):
             attempt = self._started.pop(message_id, None)
             if attempt is not None:
@@ -197,6 +202,29 @@ class StatusWriter:
             thread.join(timeout=5)
         self.flush()
 
+    def watch(self, running: Callable[[], Iterable[Any]]) -> None:
+        """Write a ``started`` record for each attempt that ``running()`` (the messages running
+        in this process, whose status is tracked) shows, once, at the first flush that sees it:
+        within ``interval`` of its start, with no cost for the many attempts that end sooner.
+
+        An attempt must leave ``running()`` before its end is handed to :meth:`end`. From now on
+        the thread looks every ``interval`` even when nothing else is pending.
+        """
+        self._running = running
+        self._nudge()
+
+    def _newly_running(self) -> list[str]:
+        if self._running is None:
+            return []
+        lines, seen = [], set()
+        for message in self._running():
+            attempt = (message.message_id, message.options.get("retries", 0))
+            seen.add(attempt)
+            if attempt not in self._seen:
+                lines.append(f"set\t{attempt[0]}\t{json.dumps(new_record(message))}")
+        self._seen = seen
+        return lines
+
     def _nudge(self) -> None:
         if self._thread is None:
             self._start()
@@ -207,6 +235,7 @@ class StatusWriter:
         # In a forked child the parent's thread does not exist: start one on the next change.
         self._thread = None
         self._nudged = False
+        self._seen = set()
         self._records, self._groups, self._started = {}, Counter(), {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -220,9 +249,11 @@ class StatusWriter:
             self._thread.start()
 
     def _run(self) -> None:
-        # Sleeps until something is pending (no cost while idle), then gathers for one interval.
+        # Sleeps until something is pending (no cost while idle), then gathers for one interval;
+        # while it watches running attempts, it looks every interval.
         while not self._stopping.is_set():
-            self._wake.wait()
+            if self._running is None:
+                self._wake.wait()
             self._stopping.wait(self.interval)
             # Cleared before gathering, the event first: a change stored from here on either
             # lands before the flush takes the pending records, or sees ``_nudged`` false and

@@ -138,6 +138,19 @@ def test_untracked_actors_write_nothing(start_worker: StartWorker, redis_client:
 
 
 @pytest.mark.usefixtures("env")
+def test_a_message_that_runs_on_shows_started_until_it_ends(start_worker: StartWorker) -> None:
+    # Nothing is written as an attempt starts: the writer's next flush finds it running
+    start(start_worker)
+    message_id = send("ts_waits", ["waits"])
+    wait_until(lambda: entries("waits", "running"), timeout=30, message="the actor to start")
+    running = state_becomes(message_id, "started", timeout=10)
+    assert running["attempts"] == 1 and running["actor"] == "ts_waits" and "progress" not in running
+    client().set("go:waits", 1)
+    done = state_becomes(message_id, "succeeded")
+    assert done["attempts"] == 1
+
+
+@pytest.mark.usefixtures("env")
 def test_progress_is_visible_mid_run(start_worker: StartWorker) -> None:
     start(start_worker)
     message_id = send("ts_steps", ["steps", 3])

@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from service import actor, progress
 from service.db import session
-from service.status.running import current
+from service.status.running import running_message
 from tests.support.actors import FAST, QUEUE
 from tests.support.records import client, record
 
@@ -45,6 +45,13 @@ def ts_doomed(tag: str, password: str = "") -> None:
 
 
 @actor(queue_name=QUEUE, max_retries=0)
+def ts_waits(tag: str) -> None:
+    """Record ``running``, then wait for the test's ``go`` (no progress reported)."""
+    record(tag, "running")
+    _wait_for_go(tag)
+
+
+@actor(queue_name=QUEUE, max_retries=0)
 def ts_steps(tag: str, steps: int) -> None:
     """Report progress 1 of ``steps``, wait for the test's ``go``, then report the rest."""
     progress(1, steps, note="first step done")
@@ -58,9 +65,10 @@ def ts_steps(tag: str, steps: int) -> None:
 def ts_flood(tag: str, calls: int) -> None:
     """Call ``progress`` ``calls`` times in a tight loop; record how many status writes the
     worker's writer sent meanwhile, and for how long the loop ran."""
-    running = current()
-    assert running is not None, "status tracking is off"
-    writer = running.writer
+    found = running_message()
+    assert found is not None, "status tracking is off"
+    writer = found[1].writer
+    assert writer is not None
     writer.flush()
     before, started = writer.writes, time.monotonic()
     for step in range(calls):
