@@ -1,7 +1,9 @@
 """Status tracking: each message's state, attempts and progress, kept in the state Redis.
 
 Guarantees:
-  * Each attempt a worker takes records ``started`` (attempt number, time), then how it ended:
+  * An attempt still running at the writer's next flush (within
+    ``CALLBOARD_STATUS_FLUSH_INTERVAL`` of its start) is recorded ``started`` (attempt number,
+    time seen); every attempt records how it ended:
     ``succeeded``; ``retrying`` with the next attempt's ``eta`` (as ``Retries`` decided it);
     ``dead`` with its ``reason`` and a redacted one-line ``error``; ``expired``; ``delayed`` with
     ``eta`` and reason ``circuit_breaker`` when an open breaker held it back; ``skipped`` (reason
