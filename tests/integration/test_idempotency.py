@@ -440,9 +440,7 @@ def test_hostile_claim_options_claim_nothing_and_break_no_fetch(
     sent = [idempotency_actors.ti_once.send("hostile", n) for n in range(len(hostile) + 1)]
     bodies = f"dramatiq:{QUEUE}.msgs"
     for message, spec in zip(sent, hostile, strict=False):
-        body = json.loads(redis_client.hget(bodies, message.options["redis_message_id"]))
-        body["options"][CLAIM_OPTION] = spec
-        redis_client.hset(bodies, message.options["redis_message_id"], json.dumps(body))
+        _write_claim(redis_client, message, spec)
     garbage = b'{"options": {"callboard_claim": "' + b"[" * 5000
     redis_client.hset(bodies, sent[-1].options["redis_message_id"], garbage)
     consumer = _fetch_claiming_consumer(redis_producer)
@@ -462,14 +460,11 @@ def test_a_claim_that_is_not_the_messages_own_is_freed_before_it_runs(
 ) -> None:
     # Given an unkeyed message, and a keyed one whose claim names a key that is not its own,
     # as a producer with other rules (or a sender) could write them
-    bodies = f"dramatiq:{QUEUE}.msgs"
     plain = idempotency_actors.ti_result.send("a@example.com")
     keyed = idempotency_actors.ti_once.send("foreign")
     # (the keyed one says its key was derived for another scope: the worker derives it again)
     for message, spec in ((plain, "a" * 64 + " 60000"), (keyed, "b" * 64 + " 60000 k1.user")):
-        body = json.loads(redis_client.hget(bodies, message.options["redis_message_id"]))
-        body["options"][CLAIM_OPTION] = spec
-        redis_client.hset(bodies, message.options["redis_message_id"], json.dumps(body))
+        _write_claim(redis_client, message, spec)
     consumer = _fetch_claiming_consumer(redis_producer)
     middleware = next(m for m in redis_producer.middleware if isinstance(m, Idempotency))
     fetched = [next(consumer), next(consumer)]
@@ -490,11 +485,8 @@ def test_a_claim_derived_as_the_worker_would_is_used_without_deriving_it_again(
 ) -> None:
     # Given a keyed message whose claim says it was derived as the worker derives the actor's
     # keys (version and scope), naming a digest the worker would not derive from its arguments
-    bodies = f"dramatiq:{QUEUE}.msgs"
     keyed = idempotency_actors.ti_once.send("trusted")
-    body = json.loads(redis_client.hget(bodies, keyed.options["redis_message_id"]))
-    body["options"][CLAIM_OPTION] = "c" * 64 + " 60000 k1.global"
-    redis_client.hset(bodies, keyed.options["redis_message_id"], json.dumps(body))
+    _write_claim(redis_client, keyed, "c" * 64 + " 60000 k1.global")
     consumer = _fetch_claiming_consumer(redis_producer)
     middleware = next(m for m in redis_producer.middleware if isinstance(m, Idempotency))
     fetched = next(consumer)
@@ -507,3 +499,12 @@ def test_a_claim_derived_as_the_worker_would_is_used_without_deriving_it_again(
     middleware.after_process_message(redis_producer, fetched, result=None)
     consumer.ack(fetched)
     consumer.close()
+
+
+def _write_claim(redis_client: redis.Redis, message: Any, spec: Any) -> None:
+    """Rewrite the stored body of sent ``message`` with ``spec`` as its ``callboard_claim``, as a
+    producer with other rules (or a sender) could have written it."""
+    bodies = f"dramatiq:{QUEUE}.msgs"
+    body = json.loads(redis_client.hget(bodies, message.options["redis_message_id"]))
+    body["options"][CLAIM_OPTION] = spec
+    redis_client.hset(bodies, message.options["redis_message_id"], json.dumps(body))
