@@ -39,6 +39,7 @@ from service.middleware.retries import safe_summary
 from service.redaction import Redactor
 from service.status import running
 from service.status.records import TERMINAL_STATES, ended, group_of, new_record
+from service.status.running import PROGRESS
 from service.status.writer import StatusWriter
 
 
@@ -105,10 +106,22 @@ class StatusTracking(Middleware):
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
     ) -> None:
-        if self.writer is None or not self._tracked(broker, message):
+        writer = self.writer
+        if writer is None:
+            return
+        # The common case written out (each Python call costs here): the actor's cached setting,
+        # a success without progress or group.
+        options = message.options
+        tracked = self._by_actor.get(message.actor_name) if "track_status" not in options else None
+        if tracked is None:
+            tracked = self._tracked(broker, message)
+        if not tracked:
             return
         if exception is None:
-            self._end(message, "succeeded")
+            if PROGRESS in message.__dict__ or "callboard_group" in options:
+                self._end(message, "succeeded")
+            else:
+                writer.end(message.message_id, ended(message, "succeeded"))
         elif message.failed:
             self._dead(broker, message, exception)
         else:
@@ -145,7 +158,7 @@ class StatusTracking(Middleware):
     def _end(self, message: Any, to: str, fields: dict[str, Any] | None = None) -> None:
         writer = self.writer
         assert writer is not None
-        progress: running.Progress | None = message.__dict__.get(running.PROGRESS)
+        progress: running.Progress | None = message.__dict__.get(PROGRESS)
         if progress is not None:
             fields = {**(fields or {}), "progress": progress.report}
         group_id = group_of(message) if "callboard_group" in message.options else None
