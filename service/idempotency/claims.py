@@ -88,7 +88,9 @@ class KeyStore:
 
         Raises the database's error when the database check fails.
         """
-        if outcome == 1 and self._flag_until:
+        if outcome == 1 and not self._flag_until:
+            return Claim(key, token, ttl, ("redis",))  # the common case, without further calls
+        if outcome == 1:
             try:
                 self._raise_flag_if_owed()
             except redis.RedisError as error:

@@ -68,7 +68,7 @@ from config.settings import get_settings
 from service import intake
 from service.brokers.redis import FETCH_CLAIM, CallboardRedisBroker, FetchClaims
 from service.idempotency import Claim, KeyStore, message_key
-from service.idempotency.keys import Store, derivation
+from service.idempotency.keys import SCOPES, Store, derivation
 from service.idempotency.redis_store import FALLBACK_FLAG, PREFIX, ttl_ms
 from service.logs import log_event
 from service.metrics import definitions as m
@@ -137,6 +137,7 @@ class Idempotency(Middleware):
         # scope): deriving it again (canonical JSON and SHA-256 of the arguments) is most of
         # what a keyed message costs the worker. Anything else is derived here.
         key = _trusted_key(options, scope) if fetched is not None else None
+        trusted = key is not None
         if key is None:
             try:
                 key = message_key(actor_name, raw.args, raw.kwargs, options, scope)
@@ -145,7 +146,7 @@ class Idempotency(Middleware):
                     self._release_fetched(broker, message)
                 reject(message, intake.BadOptions(str(error), message))
         keys = self.store(broker)
-        if fetched is not None and store == "redis" and _claimed_key(options) == key:
+        if fetched is not None and store == "redis" and (trusted or _claimed_key(options) == key):
             claim = keys.adopt(fetched, key, raw.message_id, actor_name, ttl)
         else:
             if fetched:  # a key that is not this message's (written by another producer's rules)
@@ -250,8 +251,8 @@ class Idempotency(Middleware):
     def _settle(self, broker: Broker, claim: Claim, *, success: bool, queue_name: str = "") -> None:
         try:
             if success:
-                store = self.store(broker)
-                if queue_name and "redis" in claim.stores and self._claims_on_fetch(broker):
+                on_fetch = self._on_fetch if self._on_fetch is not None else self._claims_on_fetch(broker)
+                if queue_name and "redis" in claim.stores and on_fetch:
                     # The keys live in the broker's Redis: the success goes in the script call
                     # that acks the message (no round trip of its own, never after the ack).
                     assert isinstance(broker, CallboardRedisBroker)
@@ -259,6 +260,7 @@ class Idempotency(Middleware):
                     if claim.stores == ("redis",):
                         return
                     claim = claim._replace(stores=tuple(s for s in claim.stores if s != "redis"))
+                store = self.store(broker)
                 # Deferred only where the broker flushes them before it acks (Callboard's Redis
                 # broker); elsewhere the ack follows at once, so the success is sent first.
                 store.succeed(claim, defer=self._deferring)
@@ -294,7 +296,12 @@ def _trusted_key(options: dict[str, Any], scope: str | None) -> str | None:
         return None
     key, _, rest = spec.partition(" ")
     written = rest.partition(" ")[2]
-    return key if written and written == derivation(scope) and len(key) == 64 else None
+    expected = _DERIVATIONS.get(scope) or derivation(scope)
+    return key if written == expected and len(key) == 64 else None
+
+
+#: What :func:`derivation` gives for each scope (asked for every fetched keyed message).
+_DERIVATIONS: dict[str | None, str] = {scope: derivation(scope) for scope in (None, *SCOPES)}
 
 
 class _Options:
