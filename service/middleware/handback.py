@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from dramatiq import Broker, Middleware
@@ -27,9 +28,19 @@ class HandBack(Middleware):
 
     def __init__(self) -> None:
         self._running: dict[int, Any] = {}
+        self._on_busy: Callable[[], None] | None = None
 
     def before_process_message(self, broker: Broker, message: Any) -> None:
-        self._running[threading.get_ident()] = message
+        running = self._running
+        idle = not running
+        running[threading.get_ident()] = message
+        if idle and self._on_busy is not None:
+            self._on_busy()
+
+    def on_busy(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when a message starts while none runs in this process (the status
+        writer looks at the running messages while there are any, and sleeps otherwise)."""
+        self._on_busy = callback
 
     def after_process_message(
         self, broker: Broker, message: Any, *, result: Any = None, exception: BaseException | None = None

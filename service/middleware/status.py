@@ -78,6 +78,7 @@ class StatusTracking(Middleware):
         self._handback = next((m for m in broker.middleware if isinstance(m, HandBack)), None)
         if self.writer is not None and self._handback is not None:
             self.writer.watch(self._running)
+            self._handback.on_busy(self.writer.notice)
         running.register(self)
 
     def current_message(self) -> Any | None:

@@ -114,9 +114,11 @@ class StatusWriter:
         self._groups: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        # The running attempts to write ``started`` for (see watch), and those seen so far.
+        # The running attempts to write ``started`` for (see watch), those seen so far, and
+        # whether any was running at the last flush (the thread then looks again).
         self._running: Callable[[], Iterable[Any]] | None = None
         self._seen: set[tuple[str, int]] = set()
+        self._polling = False
         # Set with ``_wake``, cleared by the thread just before it gathers: a plain attribute
         # read spares each change the event's method call once the thread has been woken.
         self._nudged = False
@@ -207,11 +209,16 @@ class StatusWriter:
         in this process, whose status is tracked) shows, once, at the first flush that sees it:
         within ``interval`` of its start, with no cost for the many attempts that end sooner.
 
-        An attempt must leave ``running()`` before its end is handed to :meth:`end`. From now on
-        the thread looks every ``interval`` even when nothing else is pending.
+        An attempt must leave ``running()`` before its end is handed to :meth:`end`. The thread
+        looks every ``interval`` while ``running()`` shows attempts; once it shows none, it sleeps
+        until :meth:`notice` (a message started in an idle process) or another change wakes it.
         """
         self._running = running
-        self._nudge()
+
+    def notice(self) -> None:
+        """A message started while none ran: look at the running messages within ``interval``."""
+        if not self._nudged:
+            self._nudge()
 
     def _newly_running(self) -> list[str]:
         if self._running is None:
@@ -223,6 +230,7 @@ class StatusWriter:
             if attempt not in self._seen:
                 lines.append(f"set\t{attempt[0]}\t{json.dumps(new_record(message))}")
         self._seen = seen
+        self._polling = bool(seen)
         return lines
 
     def _nudge(self) -> None:
@@ -235,7 +243,7 @@ class StatusWriter:
         # In a forked child the parent's thread does not exist: start one on the next change.
         self._thread = None
         self._nudged = False
-        self._seen = set()
+        self._seen, self._polling = set(), False
         self._records, self._groups, self._started = {}, Counter(), {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -250,9 +258,9 @@ class StatusWriter:
 
     def _run(self) -> None:
         # Sleeps until something is pending (no cost while idle), then gathers for one interval;
-        # while it watches running attempts, it looks every interval.
+        # while watched attempts run, it looks every interval.
         while not self._stopping.is_set():
-            if self._running is None:
+            if not self._polling:
                 self._wake.wait()
             self._stopping.wait(self.interval)
             # Cleared before gathering, the event first: a change stored from here on either
