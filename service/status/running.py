@@ -132,4 +132,4 @@ def progress(current: float, total: float | None = None, note: str | None = None
         report["note"] = state.scrub(text)
     state.report = report
     state.updated_at = time.time()
-    state.writer.start(state)  # written by the next flush, if the attempt is still running
+    state.writer.report(state)  # written by the next flush, if the attempt is still running

@@ -61,7 +61,7 @@ return count
 
 
 class Snapshot(Protocol):
-    """A running attempt, as :meth:`StatusWriter.start` takes it."""
+    """A running attempt, as :meth:`StatusWriter.report` takes it."""
 
     @property
     def message_id(self) -> str:
@@ -107,10 +107,10 @@ class StatusWriter:
         # Pending records by message id, as the script's lines (``<nx|set>\t<id>\t<JSON>``):
         # encoded when they are handed over, so they are never shared with the caller.
         self._records: dict[str, str] = {}
-        # Attempts that started (or reported progress) since the last flush, by message id: kept
+        # Running attempts that reported progress since the last flush, by message id: kept
         # without a lock (one dictionary store, atomic under the GIL), and written by the next
-        # flush only if the attempt is still running then (a fast message is written once, done).
-        self._started: dict[str, Snapshot] = {}
+        # flush unless the attempt's end comes first (a tight progress loop writes once a flush).
+        self._reports: dict[str, Snapshot] = {}
         self._groups: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -139,17 +139,17 @@ class StatusWriter:
             self._records[message_id] = line
         self._nudge()
 
-    def start(self, attempt: Snapshot) -> None:
-        """Note a running attempt: its :meth:`Snapshot.snapshot` is written at the next flush
-        unless :meth:`end` comes first. Called again after a change (a progress report)."""
-        self._started[attempt.message_id] = attempt
+    def report(self, attempt: Snapshot) -> None:
+        """Note that a running attempt changed (a progress report): its
+        :meth:`Snapshot.snapshot` is written at the next flush unless :meth:`end` comes first."""
+        self._reports[attempt.message_id] = attempt
         if not self._nudged:
             self._nudge()
 
     def end(self, message_id: str, record: str) -> None:
         """Write ``record`` (JSON text), the last state of ``message_id``'s attempt, at the next
-        flush, after anything :meth:`start` noted for it."""
-        self._started.pop(message_id, None)
+        flush, after anything noted for it before."""
+        self._reports.pop(message_id, None)
         line = f"set\t{message_id}\t{record}"
         with self._lock:
             self._records[message_id] = line
@@ -168,8 +168,8 @@ class StatusWriter:
         # after), so the end is written after its start, or in the next flush. (An attempt leaves
         # the watched messages before its end is handed over: see watch.)
         started = self._newly_running()
-        for message_id in list(self._started):
-            attempt = self._started.pop(message_id, None)
+        for message_id in list(self._reports):
+            attempt = self._reports.pop(message_id, None)
             if attempt is not None:
                 started.append(f"set\t{message_id}\t{json.dumps(attempt.snapshot())}")
         with self._lock:
@@ -244,7 +244,7 @@ class StatusWriter:
         self._thread = None
         self._nudged = False
         self._seen, self._polling = set(), False
-        self._records, self._groups, self._started = {}, Counter(), {}
+        self._records, self._groups, self._reports = {}, Counter(), {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
 
